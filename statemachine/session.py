@@ -1,0 +1,243 @@
+"""One connection's protocol, without I/O: bytes in, reply bytes out.
+
+A :class:`Session` is fed what the socket read and returns what the socket
+must send.  It owns the framing (line or raw), the decoding, the upper-casing
+and the session's state, which changes only through the shared machine of
+:mod:`statemachine.machine`.  Time is an argument (``now``); nothing here
+reads a clock, opens a socket or starts a thread.
+
+The server's duties that follow from a state: in CLOSING it sends what it
+holds, then calls :meth:`Session.flushed`; on a reset or a write error it calls
+:meth:`Session.abort`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from statemachine.framing import CRLF, LF, LineFramer, LineTooLong, split_block
+from statemachine.machine import CLOSED, CLOSING, CONNECTED, ECHOING, SessionModel, fire
+from statemachine.text import incomplete_tail, is_disconnect, may_hold_disconnect
+
+LINE = "line"
+RAW = "raw"
+FRAMINGS = (LINE, RAW)
+
+DEFAULT_MAX_LINE = 65536
+DEFAULT_IDLE_TIMEOUT = 300.0
+
+ERROR_INVALID_UTF8 = "error: invalid utf-8"
+ERROR_IDLE = "error: idle timeout"
+ERROR_SHUTDOWN = "error: server shutting down"
+ERROR_BUSY = "error: server busy"
+
+
+_OPEN_STATES = frozenset((CONNECTED, ECHOING))
+
+
+def error_too_long(max_line: int) -> str:
+    return f"error: line too long (max {max_line} bytes)"
+
+
+#: Called with (message text, reply text) for every message, when logging wants it.
+MessageHook = Callable[[str, str], None]
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Settings shared by every session of a server (one object, not one per session)."""
+
+    framing: str = LINE
+    max_line: int = DEFAULT_MAX_LINE
+    idle_timeout: float = DEFAULT_IDLE_TIMEOUT  # seconds; 0 turns it off
+
+    def __post_init__(self) -> None:
+        if self.framing not in FRAMINGS:
+            raise ValueError(f"framing must be one of {', '.join(FRAMINGS)}")
+        if self.max_line < 1:
+            raise ValueError("max_line must be at least 1")
+        if self.idle_timeout < 0:
+            raise ValueError("idle_timeout must not be negative")
+
+
+class Session(SessionModel):
+    """The protocol state of one connection.
+
+    ``reason`` names the trigger that moved the session to CLOSING or CLOSED.
+    ``on_message`` (optional) sees every message and its reply, for logging.
+    """
+
+    __slots__ = ("_framer", "_held", "_terminator", "eof", "last_input", "limits", "on_message", "reason")
+
+    def __init__(self, limits: Limits, now: float, on_message: MessageHook | None = None) -> None:
+        super().__init__()
+        self.limits = limits
+        self.on_message = on_message
+        self.last_input = now
+        self.reason: str | None = None
+        self.eof = False
+        self._terminator = LF
+        self._framer = LineFramer(limits.max_line) if limits.framing == LINE else None
+        self._held = b""  # raw mode: an unfinished UTF-8 sequence
+
+    # -- what the server asks -------------------------------------------------
+
+    @property
+    def is_open(self) -> bool:
+        """True while input is still answered (CONNECTED or ECHOING)."""
+        return self.state in _OPEN_STATES
+
+    def idle_deadline(self) -> float | None:
+        """When the idle timeout (L9) fires if nothing arrives; None when off or closing."""
+        timeout = self.limits.idle_timeout
+        if not timeout or not self.is_open:
+            return None
+        return self.last_input + timeout
+
+    # -- inputs ---------------------------------------------------------------
+
+    def receive(self, data: bytes, now: float) -> bytes:
+        """Bytes read from the client; returns the replies to send."""
+        self.last_input = now
+        if not self.is_open or not data:
+            return b""  # CLOSING and CLOSED discard input
+        if self._framer is None:
+            return self._receive_raw(data)
+        try:
+            block = self._framer.feed(data)
+        except LineTooLong as exc:
+            out = self._reply_block(exc.block) if exc.block else b""
+            if not self.is_open:
+                return out
+            return out + self._close("line_too_long", error_too_long(exc.max_line))
+        return self._reply_block(block) if block else b""
+
+    def end_of_stream(self) -> bytes:
+        """The client half-closed (L7): answer the unterminated tail, then close."""
+        self.eof = True
+        if not self.is_open:
+            return b""
+        if self._framer is None:
+            tail, self._held = self._held, b""
+            out = self._reply_line(tail, b"") if tail else b""  # an unfinished sequence: invalid
+            return out + self._close("end_of_stream")
+        tail = self._framer.take_pending()
+        if not tail:
+            return self._close("end_of_stream")
+        out = self._reply_line(tail, b"")
+        if not self.is_open:  # the tail was the disconnect word
+            return out
+        return out + self._close("end_of_stream")
+
+    def check_idle(self, now: float) -> bytes:
+        """Call when the idle deadline may have passed; returns the notice, if due."""
+        deadline = self.idle_deadline()
+        if deadline is None or now < deadline:
+            return b""
+        return self._close("idle_timeout", ERROR_IDLE)
+
+    def shutdown(self) -> bytes:
+        """The server is stopping (L11): drop the partial line, send the notice."""
+        if not self.is_open:
+            return b""
+        if self._framer is not None:
+            self._framer.take_pending()
+        self._held = b""
+        return self._close("shutdown", ERROR_SHUTDOWN)
+
+    def flushed(self) -> None:
+        """Every reply of a CLOSING session has been handed to the network."""
+        fire(self, "flushed")
+
+    def abort(self) -> None:
+        """Reset, write error or drain time exceeded: the session ends now."""
+        if self.state == CLOSED:
+            return
+        if self.is_open:
+            self.reason = "abort"
+        fire(self, "abort")
+
+    # -- line framing ---------------------------------------------------------
+
+    def _reply_block(self, block: bytes) -> bytes:
+        if self.on_message is None:
+            try:
+                text = block.decode()
+            except UnicodeDecodeError:
+                pass
+            else:
+                if not may_hold_disconnect(text):
+                    fire(self, "message")
+                    self._terminator = CRLF if block.endswith(CRLF) else LF
+                    return text.upper().encode()
+        out = []
+        for line, terminator in split_block(block):
+            out.append(self._reply_line(line, terminator))
+            if not self.is_open:
+                break
+        return b"".join(out)
+
+    def _reply_line(self, line: bytes, terminator: bytes) -> bytes:
+        """One message; ``terminator`` is b"" for the unterminated tail (L7)."""
+        if terminator:
+            self._terminator = terminator
+        try:
+            text = line.decode()
+        except UnicodeDecodeError:
+            fire(self, "message")
+            reply = ERROR_INVALID_UTF8
+            if self.on_message is not None:
+                self.on_message(line.decode(errors="replace"), reply)
+            return reply.encode() + self._terminator
+        reply = text.upper()
+        if self.on_message is not None:
+            self.on_message(text, reply)
+        if is_disconnect(text):
+            self.reason = "disconnect"
+            fire(self, "disconnect")
+        else:
+            fire(self, "message")
+        return reply.encode() + terminator
+
+    # -- raw framing ----------------------------------------------------------
+
+    def _receive_raw(self, data: bytes) -> bytes:
+        if self._held:
+            data = self._held + data
+        cut = incomplete_tail(data)
+        if cut:
+            data, self._held = data[:-cut], data[-cut:]
+        else:
+            self._held = b""
+        if not data:
+            return b""
+        return self._reply_line(data, b"")
+
+    # -- closing --------------------------------------------------------------
+
+    def _error_line(self, text: str) -> bytes:
+        return text.encode() + self._terminator
+
+    def _close(self, trigger: str, notice: str | None = None) -> bytes:
+        self.reason = trigger
+        fire(self, trigger)
+        return self._error_line(notice) if notice else b""
+
+
+__all__ = [
+    "CLOSED",
+    "CLOSING",
+    "CONNECTED",
+    "ECHOING",
+    "ERROR_BUSY",
+    "ERROR_IDLE",
+    "ERROR_INVALID_UTF8",
+    "ERROR_SHUTDOWN",
+    "FRAMINGS",
+    "LINE",
+    "Limits",
+    "RAW",
+    "Session",
+    "error_too_long",
+]

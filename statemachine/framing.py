@@ -68,7 +68,9 @@ class LineFramer:
             block = data[: last + 1] if last + 1 < len(data) else data
             first_end = data.find(LF)
         rest = data[last + 1 :]
-        if len(block) > limit + 1 and (_too_long(block[: first_end + 1], limit) or _long_line_in(block, first_end, limit)):
+        if len(block) > limit + 1 and (
+            _too_long(block[: first_end + 1], limit) or _long_line_in(block, first_end, limit)
+        ):
             raise LineTooLong(_before_long_line(block, limit), limit)
         partial += rest
         if len(partial) > limit + 1 or (len(partial) == limit + 1 and partial[-1] != 0x0D):

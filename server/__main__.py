@@ -1,0 +1,34 @@
+"""``python -m server``: start upperecho; one clear line and a non-zero status on failure (S2)."""
+
+from __future__ import annotations
+
+import sys
+
+from server.app import Server, StartError
+from server.config import UsageError, parse
+from server.logs import setup
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        config = parse(argv)
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    sys.stdout.reconfigure(line_buffering=True)
+    setup(config.log_level)
+    server = Server(config)
+    try:
+        host, port = server.bind()
+    except StartError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    server.raise_fd_limit()
+    shown = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    print(server.texts.listening.format(address=shown), flush=True)
+    server.warn_if_exposed(host)
+    return server.serve()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

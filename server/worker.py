@@ -1,6 +1,6 @@
 """An event-loop thread that owns many connections (Netty's event loop, nginx's worker).
 
-Each worker has its own selector and its own connections; the acceptor hands
+Each worker has its own poller and its own connections; the acceptor hands
 it new sockets through a queue and a wake-up socket.  All protocol decisions
 are the session's (:mod:`statemachine.session`); the worker moves bytes, keeps
 the clocks and carries out what a state asks for:
@@ -18,7 +18,6 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
-import selectors
 import socket
 import struct
 import threading
@@ -27,6 +26,10 @@ from collections import deque
 from typing import TYPE_CHECKING
 
 from server.logs import LOGGER_NAME, escape
+from server.poller import ERROR as _ERROR
+from server.poller import READ as _READ
+from server.poller import WRITE as _WRITE
+from server.poller import Poller
 from statemachine.machine import CLOSED, CLOSING
 from statemachine.session import ERROR_BUSY, Session
 
@@ -34,8 +37,6 @@ if TYPE_CHECKING:
     from server.app import Server
 
 READ_SIZE = 65536
-_READ = selectors.EVENT_READ
-_WRITE = selectors.EVENT_WRITE
 _BUSY_LINE = ERROR_BUSY.encode() + b"\n"
 _RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends a reset
 # On shutdown, read at most this much more from a socket before the notice.
@@ -72,11 +73,12 @@ class Worker(threading.Thread):
         self.drain = server.config.drain_timeout
         self.output_limit = server.config.output_limit
         self.texts = server.texts
-        self.selector = selectors.DefaultSelector()
+        self.poller = Poller()
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
-        self.selector.register(self._wake_r, _READ, None)
+        self._wake_fd = self._wake_r.fileno()
+        self.poller.register(self._wake_fd, _READ)
         self._inbox: deque[tuple[socket.socket, object, bool]] = deque()
         self._wake_lock = threading.Lock()
         self._wake_pending = False
@@ -113,20 +115,26 @@ class Worker(threading.Thread):
     # -- the loop -------------------------------------------------------------
 
     def run(self) -> None:
-        select = self.selector.select
+        poll = self.poller.poll
+        conns = self.conns
+        wake_fd = self._wake_fd
         monotonic = time.monotonic
+        readable = _READ | _ERROR
+        writable = _WRITE | _ERROR
         try:
             while True:
-                events = select(self._next_timeout())
+                events = poll(self._next_timeout() if self._timers or self._stopping else None)
                 now = monotonic()
-                for key, mask in events:
-                    conn = key.data
-                    if conn is None:
+                for fd, mask in events:
+                    if fd == wake_fd:
                         self._take_inbox(now)
                         continue
-                    if mask & _READ:
+                    conn = conns.get(fd)
+                    if conn is None:
+                        continue  # closed earlier in this round
+                    if mask & readable:
                         self._on_readable(conn, now)
-                    if mask & _WRITE and conn.sock is not None:
+                    if mask & writable and conn.out and conn.sock is not None:
                         self._on_writable(conn, now)
                 if self._timers and self._timers[0][0] <= now:
                     self._run_timers(now)
@@ -138,7 +146,7 @@ class Worker(threading.Thread):
         finally:
             for conn in list(self.conns.values()):
                 self._abort(conn)
-            self.selector.close()
+            self.poller.close()
             self._wake_r.close()
             self._wake_w.close()
 
@@ -267,11 +275,11 @@ class Worker(threading.Thread):
         if mask == conn.mask:
             return
         if conn.mask == 0:
-            self.selector.register(conn.sock, mask, conn)
+            self.poller.register(conn.fd, mask)
         elif mask == 0:
-            self.selector.unregister(conn.sock)
+            self.poller.unregister(conn.fd)
         else:
-            self.selector.modify(conn.sock, mask, conn)
+            self.poller.modify(conn.fd, mask)
         conn.mask = mask
 
     # -- closing --------------------------------------------------------------
@@ -329,7 +337,7 @@ class Worker(threading.Thread):
         if sock is None:
             return
         if conn.mask:
-            self.selector.unregister(sock)
+            self.poller.unregister(conn.fd)
             conn.mask = 0
         conn.sock = None
         conn.out = bytearray()

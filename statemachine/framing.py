@@ -51,9 +51,11 @@ class LineFramer:
         return rest
 
     def feed(self, data: bytes) -> bytes:
-        last = data.rfind(LF)
         partial = self._partial
         limit = self.max_line
+        if not partial and data[-1:] == LF and len(data) <= limit + 1:
+            return data  # the common case: whole short lines, nothing held
+        last = data.rfind(LF)
         if last < 0:
             partial += data
             # One byte over the limit may still be the CR of a CRLF.

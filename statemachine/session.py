@@ -100,7 +100,7 @@ class Session(SessionModel):
     def receive(self, data: bytes, now: float) -> bytes:
         """Bytes read from the client; returns the replies to send."""
         self.last_input = now
-        if not self.is_open or not data:
+        if self.state not in _OPEN_STATES or not data:
             return b""  # CLOSING and CLOSED discard input
         if self._framer is None:
             return self._receive_raw(data)

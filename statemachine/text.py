@@ -13,6 +13,12 @@ _FOLDED_WORD = DISCONNECT_WORD.casefold()
 # check.  tests/statemachine/test_text.py derives this set from all of Unicode.
 X_CHARS = frozenset("xX\u1e8a\u1e8b\u1e8c\u1e8d")
 _MAY_DISCONNECT = re.compile("[" + "".join(sorted(X_CHARS)) + "]")
+# For ASCII text the fold is just ``lower()``; the white space ``str.strip``
+# removes is the ASCII ``isspace()`` set, minus LF, which ends a line.
+_ASCII_SPACE = "[\t\x0b\x0c\r\x1c-\x1f ]"
+_ASCII_DISCONNECT_LINE = re.compile(
+    f"^{_ASCII_SPACE}*desconexion{_ASCII_SPACE}*$", re.IGNORECASE | re.MULTILINE | re.ASCII
+)
 
 
 def fold(text: str) -> str:
@@ -27,13 +33,18 @@ def is_disconnect(text: str) -> bool:
     The text stripped of surrounding white space must fold to ``desconexion``:
     case and accents are ignored (``Desconexión``), nothing else is.
     """
-    if not _MAY_DISCONNECT.search(text):
+    stripped = text.strip()
+    if stripped.isascii():
+        return stripped.lower() == _FOLDED_WORD
+    if not _MAY_DISCONNECT.search(stripped):
         return False
-    return fold(text.strip()) == _FOLDED_WORD
+    return fold(stripped) == _FOLDED_WORD
 
 
 def may_hold_disconnect(text: str) -> bool:
-    """Cheap test: False guarantees that no line of ``text`` is the disconnect word."""
+    """Cheap test over many lines: False guarantees that none is the disconnect word."""
+    if text.isascii():
+        return _ASCII_DISCONNECT_LINE.search(text) is not None
     return _MAY_DISCONNECT.search(text) is not None
 
 

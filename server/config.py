@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn
@@ -25,7 +26,10 @@ class UsageError(Exception):
 
 
 def default_workers() -> int:
-    return max(1, min(4, os.cpu_count() or 1))
+    """One event loop under the GIL, where more threads only take turns (measured in
+    docs/benchmarks.md); one per core, up to 8, on a free-threaded Python."""
+    gil_enabled = getattr(sys, "_is_gil_enabled", lambda: True)()
+    return 1 if gil_enabled else max(1, min(8, os.cpu_count() or 1))
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,7 +76,7 @@ def _host(text: str) -> str:
 _OPTIONS: list[tuple[str, Callable[[str], Any], Any, str, Sequence[str] | None]] = [
     ("host", _host, DEFAULT_HOST, "address to listen on (default %(default)s)", None),
     ("port", _bounded(int, 0, 65535), DEFAULT_PORT, "TCP port; 0 picks a free one (default %(default)s)", None),
-    ("workers", _bounded(int, 1, 256), None, "event-loop threads (default: CPU count, at most 4)", None),
+    ("workers", _bounded(int, 1, 256), None, "event-loop threads (default: 1 under the GIL, else one per core)", None),
     (
         "max-connections",
         _bounded(int, 1),

@@ -21,6 +21,15 @@ SERVER_LINE_PREFIX = "error: "
 # A reply can be longer than its message (``ß`` -> ``SS``): allow for it.
 _MAX_REPLY = 4 * 65536 + 64
 _READ_SIZE = 65536
+# Pipelining: messages are sent in batches, and the bytes sent but not yet
+# answered stay under DEFAULT_PIPELINE_BYTES.  The server stops reading a
+# client with more than 1 MiB of unsent replies (L12) while this client does
+# not read while it sends; a reply is at most about 3 times its message
+# (``ΐ`` -> ``Ϊ́``), so 128 KiB (plus one 64 KiB message) in flight can never
+# leave both sides waiting for each other.
+DEFAULT_WINDOW = 1000
+DEFAULT_PIPELINE_BYTES = 128 * 1024
+_BATCH = 256
 
 
 class ClientError(Exception):
@@ -102,7 +111,10 @@ class Connection:
         self.send_many([text])
 
     def send_many(self, texts: Iterable[str]) -> None:
-        data = "".join(f"{text}\n" for text in texts).encode()
+        """Send several messages in one write; read their replies afterwards."""
+        self._send_bytes(b"".join(encode_message(text) for text in texts))
+
+    def _send_bytes(self, data: bytes) -> None:
         try:
             self._socket().sendall(data)
         except OSError as exc:
@@ -139,23 +151,45 @@ class Connection:
         self.send(text)
         return self.read_reply()
 
-    def pipeline(self, texts: Iterable[str], window: int = 1000) -> Iterator[str]:
-        """Send ahead (up to ``window`` unanswered messages) and yield replies in order."""
-        in_flight = 0
-        batch: list[str] = []
+    def pipeline(
+        self, texts: Iterable[str], window: int = DEFAULT_WINDOW, max_bytes: int = DEFAULT_PIPELINE_BYTES
+    ) -> Iterator[str]:
+        """Send ahead and yield the replies in order.
+
+        At most ``window`` messages and about ``max_bytes`` bytes are unanswered
+        at any time, so neither side can fill the other's buffers while both
+        wait (see ``DEFAULT_PIPELINE_BYTES``).  ``texts`` is consumed lazily.
+        """
+        if window < 1 or max_bytes < 1:
+            raise ValueError("window and max_bytes must be at least 1")
+        in_flight: deque[int] = deque()  # sizes of the messages sent and not yet answered
+        in_flight_bytes = 0
+        batch: list[bytes] = []
+        batch_bytes = 0
         for text in texts:
-            batch.append(text)
-            if len(batch) >= 64 or in_flight + len(batch) >= window:
-                self.send_many(batch)
-                in_flight += len(batch)
-                batch = []
-            while in_flight >= window:
+            data = encode_message(text)
+            batch.append(data)
+            batch_bytes += len(data)
+            if (
+                len(batch) < _BATCH
+                and len(in_flight) + len(batch) < window
+                and in_flight_bytes + batch_bytes < max_bytes
+            ):
+                continue
+            while in_flight and (len(in_flight) + len(batch) > window or in_flight_bytes + batch_bytes > max_bytes):
                 yield self.read_reply()
-                in_flight -= 1
+                in_flight_bytes -= in_flight.popleft()
+            self._send_bytes(b"".join(batch))
+            in_flight.extend(len(data) for data in batch)
+            in_flight_bytes += batch_bytes
+            batch = []
+            batch_bytes = 0
+        while in_flight and in_flight_bytes + batch_bytes > max_bytes:
+            yield self.read_reply()
+            in_flight_bytes -= in_flight.popleft()
         if batch:
-            self.send_many(batch)
-            in_flight += len(batch)
-        for _ in range(in_flight):
+            self._send_bytes(b"".join(batch))
+        for _ in range(len(in_flight) + len(batch)):
             yield self.read_reply()
 
     def disconnect(self, word: str = DISCONNECT_WORD) -> str:
@@ -178,6 +212,17 @@ class Connection:
         if self._sock is None:
             raise ClientError("not connected")
         return self._sock
+
+
+def encode_message(text: str) -> bytes:
+    """``text`` as one framed message; refuse what line framing cannot carry (L1).
+
+    An LF inside would make two messages and a final CR would be taken for a
+    CRLF terminator: either way the replies would no longer match the requests.
+    """
+    if "\n" in text or text.endswith("\r"):
+        raise ValueError(f"a message cannot contain LF or end with CR: {text[:60]!r}")
+    return text.encode() + b"\n"
 
 
 def _reason(exc: OSError) -> str:

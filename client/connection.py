@@ -117,6 +117,8 @@ class Connection:
     def _send_bytes(self, data: bytes) -> None:
         try:
             self._socket().sendall(data)
+        except TimeoutError as exc:
+            raise ConnectionLost(f"the server took no data for {self.timeout} s") from exc
         except OSError as exc:
             raise ConnectionLost(f"connection lost while sending: {_reason(exc)}") from exc
 

@@ -153,7 +153,7 @@ class _Script:
             out.flush()
             return self._finish()
         except ClientError as exc:
-            return _fail(f"{exc} ({self.replies} messages answered)", exitcodes.FAILED)
+            return _fail(f"{exc} ({_count(self.replies, 'message')} answered)", exitcodes.FAILED)
         finally:
             if bar is not None:
                 bar.close()
@@ -183,7 +183,7 @@ class _Script:
             self.conn.wait_closed()
             if not self.source.interactive and (rest := self.source.count_rest()):
                 print(
-                    f"warning: {rest} line{'s' * (rest != 1)} after DESCONEXION "
+                    f"warning: {_count(rest, 'line')} after DESCONEXION "
                     f"({self.source.name} line {self.disconnect_line}) not sent",
                     file=sys.stderr,
                 )
@@ -216,6 +216,10 @@ def _progress_bar(source: Source) -> Any:
         dynamic_ncols=True,
         delay=_UNKNOWN_LENGTH_DELAY if total is None else 0,
     )
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}{'s' * (number != 1)}"
 
 
 def _fail(message: str, status: int) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from typing import Any
@@ -15,6 +16,16 @@ def client_env(**overrides: str) -> dict[str, str]:
     env["PYTHONUNBUFFERED"] = "1"
     env.update(overrides)
     return env
+
+
+def default_sigint() -> None:
+    """For a child: take Ctrl-C as a user's terminal would deliver it.
+
+    A shell starts background jobs with SIGINT ignored, and a Python started
+    that way never raises KeyboardInterrupt; the tests must not depend on how
+    the suite itself was started.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def run_client(*args: str, env: dict[str, str] | None = None, **kwargs: Any) -> subprocess.CompletedProcess:

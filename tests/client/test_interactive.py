@@ -11,7 +11,7 @@ from contextlib import contextmanager
 import pexpect
 import pytest
 
-from tests.client.clientproc import client_env
+from tests.client.clientproc import client_env, default_sigint
 from tests.client.fakeserver import drain_until_closed, fake_server, free_port
 from tests.serverproc import ROOT
 
@@ -33,6 +33,7 @@ def console(*args: str, **env: str) -> Iterator[pexpect.spawn]:
         encoding="utf-8",
         timeout=30,
         dimensions=(24, 100),
+        preexec_fn=default_sigint,
     )
     child.shown = io.StringIO()
     child.logfile_read = child.shown

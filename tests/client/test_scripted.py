@@ -5,6 +5,7 @@ from __future__ import annotations
 import fcntl
 import os
 import random
+import signal
 import socket
 import struct
 import subprocess
@@ -14,7 +15,7 @@ import threading
 
 import pytest
 
-from tests.client.clientproc import client_env, one_error_line, run_client
+from tests.client.clientproc import client_env, default_sigint, one_error_line, run_client
 from tests.client.fakeserver import drain_until_closed, fake_server, free_port, upper_echo
 from tests.serverproc import ROOT
 
@@ -125,7 +126,7 @@ def test_connection_lost_mid_run_is_a_clear_error(pipeline):
         result = run_client("--port", str(fake.port), *pipeline, stdin=None, input=b"uno\ndos\ntres\n")
     assert result.returncode == 1
     assert result.stdout == b"UNO\n"
-    assert one_error_line(result.stderr) == "error: the server closed the connection (1 messages answered)"
+    assert one_error_line(result.stderr) == "error: the server closed the connection (1 message answered)"
 
 
 @pytest.mark.parametrize("pipeline", [[], ["--pipeline"]], ids=["one-by-one", "pipeline"])
@@ -137,6 +138,35 @@ def test_server_error_line_names_the_input_line(start_server, tmp_path, pipeline
     assert result.returncode == 1
     assert result.stdout == b"CORTA\n"
     assert one_error_line(result.stderr) == (f"error: {path} line 2: server said: error: line too long (max 10 bytes)")
+
+
+def test_ctrl_c_stops_a_run_with_status_130():
+    def mute(conn, fake):
+        while fake.recv(conn):  # never answers; records until the client closes
+            pass
+
+    with fake_server(mute) as fake:
+        client = subprocess.Popen(
+            [sys.executable, "-m", "client", "--port", str(fake.port), "--timeout", "60"],
+            cwd=ROOT,
+            env=client_env(),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            preexec_fn=default_sigint,
+        )
+        try:
+            client.stdin.write(b"hola\n")
+            client.stdin.flush()
+            fake.wait_received(b"hola\n")
+            client.send_signal(signal.SIGINT)
+            stdout, stderr = client.communicate(timeout=60)
+        finally:
+            client.kill()
+            client.wait(timeout=30)
+    assert client.returncode == 130
+    assert stdout == b""
+    assert one_error_line(stderr.decode()) == "error: interrupted"
 
 
 def test_missing_file_is_status_2_before_connecting():

@@ -1,0 +1,74 @@
+"""Helpers shared by the hardening tests: waits with deadlines, an honest client, resource probes."""
+
+from __future__ import annotations
+
+import os
+import selectors
+import socket
+import time
+from collections.abc import Callable
+
+from client.connection import Connection
+from tests.serverproc import ServerProcess
+
+MiB = 1 << 20
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def wait_until(predicate: Callable[[], object], timeout: float, what: str, interval: float = 0.05) -> object:
+    """Poll ``predicate`` until it returns something true; TimeoutError naming ``what`` otherwise."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"not within {timeout} s: {what}")
+        time.sleep(interval)
+
+
+def honest_round_trips(address: tuple[str, int], count: int = 50, tag: str = "honesto") -> None:
+    """A well-behaved client: ``count`` requests, each reply checked, then the protocol's goodbye."""
+    with Connection(*address, timeout=30) as conn:
+        for i in range(count):
+            text = f"{tag} {i} ñandú"
+            reply = conn.request(text)
+            assert reply == text.upper(), f"honest client got {reply!r} for {text!r}"
+        assert conn.disconnect() == "DESCONEXION"
+
+
+def cpu_seconds(server: ServerProcess) -> float:
+    """User plus system CPU time the server process has used so far (Linux /proc)."""
+    with open(f"/proc/{server.pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    ticks = int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
+    return ticks / _CLOCK_TICKS
+
+
+def open_fds(server: ServerProcess) -> int:
+    """How many descriptors the server process holds (Linux /proc)."""
+    return len(os.listdir(f"/proc/{server.pid}/fd"))
+
+
+def push_until_stalled(sock: socket.socket, data: bytes, stall: float = 2.0, timeout: float = 60.0) -> int:
+    """Send ``data`` without reading until the peer stops taking it; return how many bytes went out.
+
+    The peer is considered stalled when the socket stays unwritable for ``stall``
+    seconds; this is a condition, not a measurement, so a slow machine only
+    makes the test wait longer.
+    """
+    sock.setblocking(False)
+    sent = 0
+    deadline = time.monotonic() + timeout
+    with selectors.DefaultSelector() as sel:
+        sel.register(sock, selectors.EVENT_WRITE)
+        while sent < len(data):
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"sent {sent} of {len(data)} bytes in {timeout} s without a stall")
+            if not sel.select(stall):
+                break
+            try:
+                sent += sock.send(data[sent : sent + 65536])
+            except BlockingIOError:
+                continue
+    return sent

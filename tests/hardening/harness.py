@@ -45,6 +45,15 @@ def cpu_seconds(server: ServerProcess) -> float:
     return ticks / _CLOCK_TICKS
 
 
+def peak_rss(server: ServerProcess) -> int:
+    """The most resident memory the server process has ever had, in bytes (``VmHWM``)."""
+    with open(f"/proc/{server.pid}/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmHWM in /proc/<pid>/status")
+
+
 def open_fds(server: ServerProcess) -> int:
     """How many descriptors the server process holds (Linux /proc)."""
     return len(os.listdir(f"/proc/{server.pid}/fd"))

@@ -5,8 +5,11 @@ from __future__ import annotations
 import os
 import selectors
 import socket
+import struct
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 from client.connection import Connection
 from tests.serverproc import ServerProcess
@@ -35,6 +38,40 @@ def honest_round_trips(address: tuple[str, int], count: int = 50, tag: str = "ho
             reply = conn.request(text)
             assert reply == text.upper(), f"honest client got {reply!r} for {text!r}"
         assert conn.disconnect() == "DESCONEXION"
+
+
+@contextmanager
+def honest_traffic(address: tuple[str, int], min_rounds: int = 1) -> Iterator[Callable[[], int]]:
+    """An honest client keeps working in the background for the duration of the block.
+
+    Yields a function returning the rounds completed so far.  On leaving, the
+    client stops; its first wrong reply or error is raised here, and at least
+    ``min_rounds`` full sessions must have passed.
+    """
+    stop = threading.Event()
+    rounds = 0
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        nonlocal rounds
+        try:
+            while not stop.is_set():
+                honest_round_trips(address, 20, tag=f"ronda {rounds}")
+                rounds += 1
+        except Exception as exc:  # handed to the test thread below
+            failure.append(exc)
+
+    thread = threading.Thread(target=run, name="honest-client", daemon=True)
+    thread.start()
+    try:
+        yield lambda: rounds
+    finally:
+        stop.set()
+        thread.join(60)
+    if failure:
+        raise AssertionError(f"the honest client failed after {rounds} rounds: {failure[0]!r}") from failure[0]
+    assert not thread.is_alive(), "the honest client is stuck"
+    assert rounds >= min_rounds, f"the honest client completed only {rounds} rounds"
 
 
 def cpu_seconds(server: ServerProcess) -> float:
@@ -81,3 +118,38 @@ def push_until_stalled(sock: socket.socket, data: bytes, stall: float = 2.0, tim
             except BlockingIOError:
                 continue
     return sent
+
+
+def hold_sessions(address: tuple[str, int], count: int) -> list[socket.socket]:
+    """Open ``count`` connections and prove each is a served session (not refused as busy)."""
+    socks = []
+    try:
+        for i in range(count):
+            sock = socket.create_connection(address, timeout=30)
+            socks.append(sock)
+            sock.sendall(f"sesión {i}\n".encode())
+        for i, sock in enumerate(socks):
+            expected = f"SESIÓN {i}\n".encode()
+            got = _read_line(sock)
+            assert got == expected, f"connection {i} of {count} got {got!r}"
+    except BaseException:
+        for sock in socks:
+            sock.close()
+        raise
+    return socks
+
+
+def _read_line(sock: socket.socket) -> bytes:
+    data = b""
+    while not data.endswith(b"\n"):
+        chunk = sock.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def reset(sock: socket.socket) -> None:
+    """Close with a reset (SO_LINGER 0), as a crashed or hostile client does."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()

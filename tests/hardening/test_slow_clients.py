@@ -1,0 +1,155 @@
+"""Slow, stuck and vanishing clients (L9, L12, L13): nothing lost, nothing leaked, nobody disturbed.
+
+Each scenario runs while an honest client keeps making requests in the
+background (``honest_traffic``), and ends by showing that the server kept no
+state for the abusers: a small ``--max-connections`` must admit a full set of
+new sessions afterwards, and its descriptors return to their count before.
+"""
+
+from __future__ import annotations
+
+import selectors
+import socket
+import time
+
+import pytest
+
+from tests.hardening.harness import (
+    MiB,
+    hold_sessions,
+    honest_traffic,
+    open_fds,
+    peak_rss,
+    push_until_stalled,
+    reset,
+    wait_until,
+)
+from tests.wire import connect, read_exactly, read_until_closed
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def _settled_fds(server, baseline: int) -> None:
+    """Every abusive connection is gone from the server (condition with a deadline)."""
+    wait_until(lambda: open_fds(server) <= baseline, 30, f"server back to {baseline} descriptors")
+
+
+def test_forty_mib_writer_that_never_reads_is_paused_and_loses_nothing(start_server):
+    srv = start_server("-q")
+    line = b"a" * 1023 + b"\n"
+    total = 40 * MiB
+    payload = line * (total // len(line))
+    with honest_traffic(srv.address, min_rounds=2) as rounds:
+        rss_before = srv.rss()
+        with connect(srv.address, timeout=60) as hog:
+            pushed = push_until_stalled(hog, payload)
+            assert pushed < total, "the server read 40 MiB from a client that never reads (L12)"
+            growth = peak_rss(srv) - rss_before
+            assert growth < 16 * MiB, f"server peak memory grew by {growth / MiB:.1f} MiB for a stuck client"
+            # the honest client is served while the hog is stuck
+            done = rounds()
+            wait_until(lambda: rounds() >= done + 2, 60, "two honest sessions while the hog is stuck")
+            # now the hog reads: every line it sent is answered, in order, nothing lost
+            received = _finish_and_read(hog, payload, pushed)
+    assert len(received) == len(payload)
+    assert received == payload.upper()
+
+
+def _finish_and_read(sock: socket.socket, payload: bytes, sent: int) -> bytes:
+    """Send the rest of ``payload`` while reading, half-close, and read until the server closes."""
+    received = bytearray()
+    deadline = time.monotonic() + 90
+    with selectors.DefaultSelector() as sel:
+        sel.register(sock, selectors.EVENT_READ | selectors.EVENT_WRITE)
+        while True:
+            assert time.monotonic() < deadline, f"stuck with {sent} sent and {len(received)} received"
+            for _, events in sel.select(1.0):
+                if events & selectors.EVENT_WRITE:
+                    try:
+                        sent += sock.send(payload[sent : sent + 65536])
+                    except BlockingIOError:
+                        pass
+                    if sent == len(payload):
+                        sock.shutdown(socket.SHUT_WR)
+                        sel.modify(sock, selectors.EVENT_READ)
+                if events & selectors.EVENT_READ:
+                    try:
+                        chunk = sock.recv(1 << 18)
+                    except BlockingIOError:
+                        continue
+                    if not chunk:
+                        return bytes(received)
+                    received += chunk
+
+
+def test_slowloris_partial_lines_time_out_and_free_their_slots(start_server):
+    held = 40
+    srv = start_server("-q", "--idle-timeout", "1", "--max-connections", str(held + 2))
+    fds_before = open_fds(srv)
+    with honest_traffic(srv.address, min_rounds=2):
+        loris = [connect(srv.address, timeout=30) for _ in range(held)]
+        try:
+            for i, sock in enumerate(loris):
+                sock.sendall(f"GET /{i} HTTP/1.1\r\nHost: example".encode())  # never finished
+            for i, sock in enumerate(loris):
+                # the complete lines are answered, the partial one is dropped with the notice
+                data = read_until_closed(sock, timeout=30)
+                assert data == f"GET /{i} HTTP/1.1\r\n".upper().encode() + b"error: idle timeout\r\n", data
+        finally:
+            for sock in loris:
+                sock.close()
+    _settled_fds(srv, fds_before)
+    # the slots are free again: a full set of new sessions is admitted
+    for sock in hold_sessions(srv.address, held + 2):
+        sock.close()
+
+
+def test_a_thousand_connections_that_connect_and_vanish(start_server):
+    srv = start_server("-q", "--max-connections", "100")
+    hold_sessions(srv.address, 1)[0].close()
+    fds_before = open_fds(srv)
+    threads_before = srv.threads()
+    rss_before = srv.rss()
+    with honest_traffic(srv.address, min_rounds=2):
+        for i in range(1000):
+            sock = socket.create_connection(srv.address, timeout=30)
+            kind = i % 4
+            if kind == 1:
+                sock.sendall(b"a medias")  # a partial line, then gone
+            elif kind == 2:
+                sock.sendall(b"hola\n" * 100)  # replies it will never read
+            if kind == 3:
+                reset(sock)
+            else:
+                sock.close()
+    _settled_fds(srv, fds_before)
+    assert srv.threads() == threads_before
+    growth = srv.rss() - rss_before
+    assert growth < 8 * MiB, f"server memory grew by {growth / MiB:.1f} MiB after 1,000 vanished clients"
+    # no session was leaked: all 100 slots admit new sessions
+    for sock in hold_sessions(srv.address, 100):
+        sock.close()
+
+
+def test_resets_mid_line_and_mid_reply(start_server):
+    srv = start_server("-q", "--max-connections", "60")
+    hold_sessions(srv.address, 1)[0].close()
+    fds_before = open_fds(srv)
+    batch = "".join(f"línea {i} de una ráfaga larga\n" for i in range(20000)).encode()
+    with honest_traffic(srv.address, min_rounds=2):
+        for i in range(60):
+            with_reply = i % 2 == 1
+            sock = connect(srv.address, timeout=30)
+            if with_reply:
+                # ~600 KiB of replies in flight; read the start of them, then reset
+                sock.sendall(batch)
+                first = read_exactly(sock, 64)
+                assert first == batch[:64].decode().upper().encode()[:64]
+            else:
+                sock.sendall(b"linea completa\nlinea a medi")
+                assert read_exactly(sock, 15) == b"LINEA COMPLETA\n"
+            reset(sock)
+    _settled_fds(srv, fds_before)
+    assert not [line for line in srv.stderr if "Traceback" in line or "failed" in line], srv.stderr
+    for sock in hold_sessions(srv.address, 60):
+        sock.close()

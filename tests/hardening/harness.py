@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import resource
 import selectors
 import socket
 import struct
@@ -10,6 +11,8 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+
+import pytest
 
 from client.connection import Connection
 from tests.serverproc import ServerProcess
@@ -153,3 +156,12 @@ def reset(sock: socket.socket) -> None:
     """Close with a reset (SO_LINGER 0), as a crashed or hostile client does."""
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     sock.close()
+
+
+def ensure_fd_limit(needed: int) -> None:
+    """Raise this process's open-file soft limit to ``needed``, or skip when the hard limit forbids it."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        if hard != resource.RLIM_INFINITY and hard < needed:
+            pytest.skip(f"this test needs {needed} file descriptors; the hard limit is {hard}")
+        resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))

@@ -1,0 +1,44 @@
+"""What every peer shares: the command line, the first stdout line, and the reply to one line.
+
+The peers are the servers a Python user would write instead of ours.  They keep
+the same L1-L4 behaviour (LF or CRLF framing, full Unicode upper-casing, the
+disconnect word) so that the benchmark compares like with like; the rule for
+the disconnect word is the project's own (``statemachine.text``).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from statemachine.text import is_disconnect
+
+# The same listen backlog as our server: a short queue would drop connections under churn.
+BACKLOG = 4096
+
+
+def parse_args(description: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default %(default)s)")
+    parser.add_argument("--port", type=int, default=5000, help="TCP port; 0 picks a free one (default %(default)s)")
+    return parser.parse_args()
+
+
+def announce(name: str, address: tuple) -> None:
+    """The first stdout line names the address, as our server's does, so launchers can read it back."""
+    print(f"{name} listening on {address[0]}:{address[1]}", flush=True)
+
+
+def answer(line: bytes, terminated: bool = True) -> tuple[bytes, bool]:
+    """The reply to one message and whether it ends the session (L1-L4).
+
+    ``line`` is the message without its LF; ``terminated`` is False for an
+    unterminated tail at end of stream, which is answered with no terminator.
+    """
+    if not terminated:
+        end = b""
+    elif line.endswith(b"\r"):
+        line, end = line[:-1], b"\r\n"
+    else:
+        end = b"\n"
+    text = line.decode(errors="replace")
+    return text.upper().encode() + end, is_disconnect(text)

@@ -1,0 +1,149 @@
+"""The servers the benchmark compares, and how to start, watch and stop one.
+
+Each is ``python -m <module> --port 0``; its first stdout line ends with the
+address it listens on.  Output goes to files rather than pipes, so a server
+that logs can never block on a full pipe while it is being measured.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+ROOT = Path(__file__).resolve().parent.parent
+_ADDRESS = re.compile(r"(\S+):(\d+)\s*$")
+OURS = "upperecho"
+
+
+@dataclass(frozen=True)
+class ServerSpec:
+    """One contender: ``concurrent`` is False for a server that serves one client at a time."""
+
+    id: str
+    label: str
+    module: str
+    args: tuple[str, ...] = ()
+    concurrent: bool = True
+
+
+SPECS: dict[str, ServerSpec] = {
+    spec.id: spec
+    for spec in (
+        ServerSpec(OURS, "upperecho (ours)", "server", ("-q",)),
+        ServerSpec("P1", "P1 asyncio streams", "loadtest.peers.asyncio_streams"),
+        ServerSpec("P2", "P2 uvloop Protocol", "loadtest.peers.uvloop_protocol"),
+        ServerSpec("P3", "P3 ThreadingTCPServer", "loadtest.peers.threading_server"),
+        ServerSpec("P4", "P4 blocking seed", "loadtest.peers.blocking_seed", concurrent=False),
+    )
+}
+PEERS = tuple(name for name in SPECS if name != OURS)
+
+
+class LaunchError(RuntimeError):
+    """A server did not start or did not say where it listens."""
+
+
+class RunningServer:
+    """A started server process; ``stop()`` (or use as a context manager) ends it."""
+
+    def __init__(self, spec: ServerSpec, extra_args: tuple[str, ...] = (), start_timeout: float = 30.0) -> None:
+        self.spec = spec
+        # The files live as long as the server: stop() closes them.
+        self._out = tempfile.TemporaryFile(mode="w+", encoding="utf-8", errors="replace")  # noqa: SIM115
+        self._err = tempfile.TemporaryFile(mode="w+", encoding="utf-8", errors="replace")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", spec.module, "--port", "0", *spec.args, *extra_args],
+            cwd=ROOT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            stdin=subprocess.DEVNULL,
+            stdout=self._out,
+            stderr=self._err,
+        )
+        self._deadline = time.monotonic() + start_timeout
+        self._address: tuple[str, int] | None = None
+        self._process: psutil.Process | None = None
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return self.wait_started()
+
+    def wait_started(self) -> tuple[str, int]:
+        """The listening address, waiting for the first stdout line if it has not come yet."""
+        while self._address is None:
+            first = self._first_line()
+            if first is not None:
+                match = _ADDRESS.search(first)
+                if not match:
+                    self.kill()
+                    raise LaunchError(f"{self.spec.label}: first line gives no address: {first!r}")
+                self._address = (match.group(1), int(match.group(2)))
+            elif self.proc.poll() is not None:
+                raise LaunchError(f"{self.spec.label} exited ({self.proc.returncode}): {self.stderr()[-500:]}")
+            elif time.monotonic() > self._deadline:
+                self.kill()
+                raise LaunchError(f"{self.spec.label} did not print its address in time")
+            else:
+                time.sleep(0.02)
+        return self._address
+
+    def _first_line(self) -> str | None:
+        self._out.seek(0)
+        line = self._out.readline()
+        return line.rstrip("\n") if line.endswith("\n") else None
+
+    def stderr(self) -> str:
+        self._err.seek(0)
+        return self._err.read()
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    @property
+    def process(self) -> psutil.Process:
+        if self._process is None:
+            self._process = psutil.Process(self.proc.pid)
+        return self._process
+
+    def cpu_seconds(self) -> float:
+        """User plus system CPU time of the server process so far, all threads."""
+        times = self.process.cpu_times()
+        return times.user + times.system
+
+    def threads(self) -> int:
+        return self.process.num_threads()
+
+    def rss(self) -> int:
+        return self.process.memory_info().rss
+
+    def stop(self, timeout: float = 15.0) -> int | None:
+        """SIGTERM and wait; kill if it lingers.  Returns the exit status."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        self._out.close()
+        self._err.close()
+        return self.proc.returncode
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+    def __enter__(self) -> RunningServer:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()

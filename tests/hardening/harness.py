@@ -20,6 +20,33 @@ from tests.serverproc import ServerProcess
 MiB = 1 << 20
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
+# Byte strings that stress the protocol, for the fuzzers to build streams from.
+TOKENS = [
+    b"\n",
+    b"\r\n",
+    b"\r",
+    b"hola",
+    b" ",
+    b"DESCONEXION\n",
+    b"  Desconexi\xc3\xb3n \r\n",
+    b"desconexion",
+    b"\xc3\xb1and\xc3\xba",  # ñandú
+    b"stra\xc3\x9fe",  # straße -> STRASSE
+    b"\xce\x90",  # ΐ: its upper case is three code points
+    b"\xc3",  # a lead byte alone
+    b"\xa9",  # a continuation byte alone
+    b"\xf0\x9f\x98",  # an emoji without its last byte
+    b"\x80",
+    b"\xed\xa0\x80",  # an encoded surrogate: invalid
+    b"\xf4\x90\x80\x80",  # beyond U+10FFFF: invalid
+    b"\xff\xfe",
+    b"\x00",
+    b"\x1b[2K",
+    b"\xe2\x80\xa8",  # U+2028
+    b"error: ",
+    b"x" * 70,
+]
+
 
 def wait_until(predicate: Callable[[], object], timeout: float, what: str, interval: float = 0.05) -> object:
     """Poll ``predicate`` until it returns something true; TimeoutError naming ``what`` otherwise."""

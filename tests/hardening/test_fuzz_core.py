@@ -39,36 +39,12 @@ from statemachine.session import (
     Session,
     error_too_long,
 )
+from tests.hardening.harness import TOKENS
 
 STREAMS_PER_EXAMPLE = 50
 EXAMPLES = 2_100
 REQUIRED_STREAMS = 100_000
 
-TOKENS = [
-    b"\n",
-    b"\r\n",
-    b"\r",
-    b"hola",
-    b" ",
-    b"DESCONEXION\n",
-    b"  Desconexi\xc3\xb3n \r\n",
-    b"desconexion",
-    b"\xc3\xb1and\xc3\xba",  # ñandú
-    b"stra\xc3\x9fe",  # straße -> STRASSE
-    b"\xce\x90",  # ΐ: its upper case is three code points
-    b"\xc3",  # a lead byte alone
-    b"\xa9",  # a continuation byte alone
-    b"\xf0\x9f\x98",  # an emoji without its last byte
-    b"\x80",
-    b"\xed\xa0\x80",  # an encoded surrogate: invalid
-    b"\xf4\x90\x80\x80",  # beyond U+10FFFF: invalid
-    b"\xff\xfe",
-    b"\x00",
-    b"\x1b[2K",
-    b"\xe2\x80\xa8",  # U+2028
-    b"error: ",
-    b"x" * 70,
-]
 
 _token_bytes = st.sampled_from(TOKENS) | st.binary(min_size=1, max_size=12)
 _seed_stream = st.lists(_token_bytes, min_size=0, max_size=24).map(b"".join)

@@ -14,6 +14,7 @@ time and says "go"; the children run to a deadline and report.
 
 from __future__ import annotations
 
+import math
 import multiprocessing
 import resource
 import select
@@ -418,7 +419,7 @@ def percentile(values: Sequence[float], q: float) -> float:
     if not values:
         return float("nan")
     ordered = sorted(values)
-    rank = max(1, min(len(ordered), round(q / 100 * len(ordered) + 0.5)))
+    rank = max(1, min(len(ordered), math.ceil(q / 100 * len(ordered))))
     return ordered[rank - 1]
 
 

@@ -1,0 +1,172 @@
+"""A Locust user for upperecho: ``locust -f loadtest/locustfile.py --host tcp://127.0.0.1:5000``.
+
+Each user is one client session over the shared client class: it connects,
+echoes messages of varied size and content (ASCII and Unicode), checks every
+reply against the upper-cased message, and now and then says DESCONEXION and
+comes back with a new connection.  Every step is a Locust request
+(``connect``, ``echo``, ``echo unicode``, ``DESCONEXION``) with its response
+time and length; a wrong reply or a lost connection is a failure that says
+what went wrong.
+
+The options below are Locust custom arguments, so they show in the web UI and
+reach the workers of a distributed run.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+
+import gevent
+from locust import User, events, task
+from locust.env import Environment
+
+from client.connection import ClientError, Connection
+from loadtest.traffic import (
+    ASCII,
+    DEFAULT_HOST,
+    DISCONNECT_SPELLINGS,
+    UNICODE,
+    message,
+    message_size,
+    mismatch,
+    parse_host,
+)
+
+REQUEST_TYPE = "upperecho"
+CONNECT_BACKOFF = 0.5  # seconds a user waits after a failed connect, so a dead server is not hammered
+
+log = logging.getLogger(__name__)
+
+
+class WrongReply(ClientError):
+    """The server answered, but not with the upper-cased message."""
+
+
+@events.init_command_line_parser.add_listener
+def _options(parser) -> None:
+    group = parser.add_argument_group("upperecho")
+    group.add_argument("--message-size", type=int, default=200, help="longest message in characters (default 200)")
+    group.add_argument(
+        "--disconnect-rate",
+        type=float,
+        default=0.02,
+        help="chance after each message that the user says DESCONEXION and reconnects (default 0.02)",
+    )
+    group.add_argument(
+        "--think-time", type=float, default=0.05, help="mean pause between messages in seconds; 0 = none (default 0.05)"
+    )
+    group.add_argument("--reply-timeout", type=float, default=10.0, help="seconds to wait for a reply (default 10)")
+
+
+def _option(environment: Environment, name: str, default: float, low: float, high: float | None = None) -> float:
+    value = getattr(environment.parsed_options, name, default) if environment.parsed_options else default
+    if value < low or (high is not None and value > high):
+        bounds = f"between {low} and {high}" if high is not None else f"at least {low}"
+        raise ValueError(f"--{name.replace('_', '-')} must be {bounds}, got {value}")
+    return value
+
+
+class UpperechoUser(User):
+    """One client session: echo and check, sometimes leave and come back."""
+
+    host = DEFAULT_HOST
+
+    def __init__(self, environment: Environment) -> None:
+        super().__init__(environment)
+        self.address = parse_host(self.host)
+        self.largest = int(_option(environment, "message_size", 200, 0))
+        self.disconnect_rate = _option(environment, "disconnect_rate", 0.02, 0.0, 1.0)
+        self.think_time = _option(environment, "think_time", 0.05, 0.0)
+        self.timeout = _option(environment, "reply_timeout", 10.0, 0.001)
+        self.rng = random.Random()
+        self.conn: Connection | None = None
+
+    def wait_time(self) -> float:
+        return self.rng.expovariate(1 / self.think_time) if self.think_time else 0.0
+
+    def on_stop(self) -> None:
+        self._drop()  # a stopped user may be mid-request: just close
+
+    @task(3)
+    def echo(self) -> None:
+        self._echo("echo", message(self.rng, ASCII, message_size(self.rng, self.largest)))
+
+    @task(1)
+    def echo_unicode(self) -> None:
+        self._echo("echo unicode", message(self.rng, UNICODE, message_size(self.rng, self.largest)))
+
+    # -- the steps, each one Locust request -----------------------------------
+
+    def _connected(self) -> Connection | None:
+        if self.conn is None:
+            conn = Connection(*self.address, timeout=self.timeout)
+            started = time.perf_counter()
+            try:
+                conn.connect()
+            except ClientError as exc:
+                self._fire("connect", _since(started), 0, exc)
+                gevent.sleep(CONNECT_BACKOFF)
+                return None
+            self._fire("connect", _since(started), 0)
+            self.conn = conn
+        return self.conn
+
+    def _echo(self, name: str, text: str) -> None:
+        conn = self._connected()
+        if conn is None:
+            return
+        started = time.perf_counter()
+        try:
+            reply = conn.request(text)
+        except ClientError as exc:
+            self._fire(name, _since(started), 0, exc)
+            self._drop()
+            return
+        elapsed = _since(started)
+        self._fire(name, elapsed, len(reply.encode()) + 1, self._check(text.upper(), reply, name))
+        if self.conn is not None and self.rng.random() < self.disconnect_rate:
+            self._leave()
+
+    def _leave(self) -> None:
+        word = self.rng.choice(DISCONNECT_SPELLINGS)
+        started = time.perf_counter()
+        try:
+            reply = self.conn.disconnect(word)
+        except ClientError as exc:
+            self._fire("DESCONEXION", _since(started), 0, exc)
+            self._drop()
+            return
+        elapsed = _since(started)
+        self.conn = None
+        self._fire("DESCONEXION", elapsed, len(reply.encode()) + 1, self._check(word.upper(), reply, "DESCONEXION"))
+
+    def _check(self, expected: str, reply: str, name: str) -> WrongReply | None:
+        """None for the right reply; otherwise the fault, and the session is dropped (replies may be out of step)."""
+        fault = mismatch(expected, reply)
+        if fault is None:
+            return None
+        log.debug("%s: expected %r, got %r", name, expected[:200], reply[:200])
+        self._drop()
+        return WrongReply(fault)
+
+    def _fire(self, name: str, milliseconds: float, length: int, exception: Exception | None = None) -> None:
+        self.environment.events.request.fire(
+            request_type=REQUEST_TYPE,
+            name=name,
+            response_time=milliseconds,
+            response_length=length,
+            exception=exception,
+            context={},
+        )
+
+    def _drop(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
+
+
+def _since(started: float) -> float:
+    """Milliseconds since ``started`` (a ``perf_counter`` reading)."""
+    return (time.perf_counter() - started) * 1000

@@ -1,0 +1,109 @@
+"""The Locust user against a real server: headless, distributed, and against a server that answers wrongly."""
+
+from __future__ import annotations
+
+import pytest
+
+from loadtest.servers import RunningServer, ServerSpec
+from tests.loadtest.locustrun import failures, finish, free_port, start_locust, stats, stop
+from tests.serverproc import quiet, running_server
+
+pytestmark = pytest.mark.timeout(180)
+
+CARELESS = ServerSpec("careless", "careless peer", "tests.loadtest.careless_peer")
+
+
+def _count(table: dict[str, dict[str, str]], name: str, column: str = "Request Count") -> int:
+    return int(table[name][column]) if name in table else 0
+
+
+def test_headless_run_checks_every_reply_and_has_no_failure(tmp_path):
+    prefix = tmp_path / "run"
+    with running_server(*quiet()) as srv:
+        proc = start_locust(
+            "--headless",
+            "-u", "20",
+            "-r", "20",
+            "-t", "4s",
+            "--host", f"tcp://{srv.host}:{srv.port}",
+            "--csv", str(prefix),
+            "--html", str(tmp_path / "run.html"),
+            "--message-size", "300",
+            "--disconnect-rate", "0.1",
+            "--think-time", "0.01",
+            cwd=tmp_path,
+        )  # fmt: skip
+        code, output = finish(proc, timeout=120)
+    assert code == 0, output[-3000:]
+    table = stats(prefix)
+    assert _count(table, "Aggregated") > 0
+    assert _count(table, "Aggregated", "Failure Count") == 0, failures(prefix)
+    for name in ("connect", "echo", "echo unicode", "DESCONEXION"):
+        assert _count(table, name) > 0, f"no {name!r} request in {sorted(table)}"
+    assert failures(prefix) == []
+    assert "<html" in (tmp_path / "run.html").read_text(encoding="utf-8").lower()
+
+
+def test_distributed_run_with_one_master_and_two_workers(tmp_path):
+    """The master's options reach the workers: with --disconnect-rate 1 every echo is followed by DESCONEXION."""
+    prefix = tmp_path / "dist"
+    with running_server(*quiet()) as srv:
+        for _attempt in range(3):
+            port = str(free_port())
+            master = start_locust(
+                "--master",
+                "--master-bind-host", "127.0.0.1",
+                "--master-bind-port", port,
+                "--expect-workers", "2",
+                "--headless",
+                "-u", "20",
+                "-r", "20",
+                "-t", "5s",
+                "--host", f"tcp://{srv.host}:{srv.port}",
+                "--csv", str(prefix),
+                "--disconnect-rate", "1",
+                "--think-time", "0.01",
+                cwd=tmp_path,
+            )  # fmt: skip
+            workers = [
+                start_locust("--worker", "--master-host", "127.0.0.1", "--master-port", port, cwd=tmp_path)
+                for _ in range(2)
+            ]
+            try:
+                code, output = finish(master, timeout=150)
+                results = [finish(worker, timeout=60) for worker in workers]
+            finally:
+                stop([master, *workers])
+            if code != 0 and "in use" in output:
+                continue  # another process took the port between our check and the master's bind
+            break
+    assert code == 0, output[-3000:]
+    for worker_code, worker_output in results:
+        assert worker_code == 0, worker_output[-3000:]
+    table = stats(prefix)
+    echoes = _count(table, "echo") + _count(table, "echo unicode")
+    assert echoes > 0
+    assert _count(table, "Aggregated", "Failure Count") == 0, failures(prefix)
+    assert _count(table, "DESCONEXION") >= echoes // 2, table
+
+
+def test_a_wrong_reply_is_a_failure_that_says_what_differs(tmp_path):
+    prefix = tmp_path / "wrong"
+    with RunningServer(CARELESS) as careless:
+        host, port = careless.wait_started()
+        proc = start_locust(
+            "--headless",
+            "-u", "4",
+            "-r", "4",
+            "-t", "3s",
+            "--host", f"tcp://{host}:{port}",
+            "--csv", str(prefix),
+            "--disconnect-rate", "0",
+            "--think-time", "0.01",
+            cwd=tmp_path,
+        )  # fmt: skip
+        code, output = finish(proc, timeout=120)
+    assert code == 1, output[-3000:]
+    errors = [row["Error"] for row in failures(prefix)]
+    assert any("reply differs from the upper-cased message: expected" in error for error in errors), errors
+    assert _count(stats(prefix), "Aggregated", "Failure Count") > 0

@@ -132,6 +132,7 @@ def _sample_record(workload: str, server: str, round_: int, sample: driver.Sampl
         "driver_cpu_s": sample.driver_cpu,
         "server_cpu_us_per_reply": sample.server_cpu_us_per_reply,
         "driver_cpu_us_per_reply": sample.driver_cpu_us_per_reply,
+        "machine_busy": sample.machine_busy,
         "extra": sample.extra,
     }
 

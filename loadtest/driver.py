@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import multiprocessing
+import os
 import resource
 import select
 import signal
@@ -409,6 +410,12 @@ class Sample:
     @property
     def driver_cpu_us_per_reply(self) -> float:
         return self.driver_cpu / self.replies * 1e6 if self.replies else float("nan")
+
+    @property
+    def machine_busy(self) -> float:
+        """Share of all the machine's cores that server and driver used: near 1, the machine was the limit."""
+        cores = os.cpu_count() or 1
+        return (self.server_cpu + self.driver_cpu) / (self.elapsed * cores) if self.elapsed > 0 else float("nan")
 
     def percentile(self, q: float) -> float:
         return percentile(self.latencies_us, q)

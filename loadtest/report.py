@@ -39,6 +39,7 @@ class Row:
     p99_us: float
     server_cpu_us: float
     driver_cpu_us: float
+    machine_busy: float
     ratio_to_best_peer: float = float("nan")
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -78,6 +79,7 @@ def summarize(samples: Sequence[dict[str, Any]]) -> list[Row]:
                 p99_us=_median(s["p99_us"] for s in group),
                 server_cpu_us=_median(s["server_cpu_us_per_reply"] for s in group),
                 driver_cpu_us=_median(s["driver_cpu_us_per_reply"] for s in group),
+                machine_busy=_median(s["machine_busy"] for s in group),
                 extra=extra,
             )
         )
@@ -170,8 +172,9 @@ def _number(value: float, digits: int = 0) -> str:
 def format_table(rows: Sequence[Row], not_applicable: Sequence[tuple[str, str, str]] = ()) -> str:
     """The main table (Markdown, readable as plain text too), then W4's memory and threads."""
     lines = [
-        "| workload | server | figure | p50 us | p99 us | x best peer | server CPU us/reply | driver CPU us/reply |",
-        "|---|---|---:|---:|---:|---:|---:|---:|",
+        "| workload | server | figure | p50 us | p99 us | x best peer | server CPU us/reply "
+        "| driver CPU us/reply | machine busy |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in rows:
         unit = WORKLOADS.get(row.workload, ("", ""))[1]
@@ -179,10 +182,10 @@ def format_table(rows: Sequence[Row], not_applicable: Sequence[tuple[str, str, s
             f"| {row.workload} | {SPECS[row.server].label if row.server in SPECS else row.server} "
             f"| {_number(row.value)} {unit} | {_number(row.p50_us)} | {_number(row.p99_us)} "
             f"| {_number(row.ratio_to_best_peer, 2)} | {_number(row.server_cpu_us, 1)} "
-            f"| {_number(row.driver_cpu_us, 1)} |"
+            f"| {_number(row.driver_cpu_us, 1)} | {_number(row.machine_busy * 100)}% |"
         )
     for workload, server, reason in not_applicable:
-        lines.append(f"| {workload} | {SPECS[server].label} | n/a: {reason} | | | | | |")
+        lines.append(f"| {workload} | {SPECS[server].label} | n/a: {reason} | | | | | | |")
     held = [row for row in rows if row.workload == "W4"]
     if held:
         lines += [

@@ -37,7 +37,7 @@ def test_quick_bench_writes_a_table_json_and_chart_with_numbers_in_every_row(tmp
     assert set(rows) == expected
     for (workload, _), row in rows.items():
         assert row["value"] > 0
-        numbers = [row["ratio_to_best_peer"], row["server_cpu_us"], row["driver_cpu_us"]]
+        numbers = [row["ratio_to_best_peer"], row["server_cpu_us"], row["driver_cpu_us"], row["machine_busy"]]
         if workload != "W5":  # one pipelined burst has no per-reply latency
             numbers += [row["p50_us"], row["p99_us"]]
         assert all(math.isfinite(n) and n >= 0 for n in numbers), row
@@ -73,6 +73,7 @@ def _sample(workload: str, server: str, value: float, cpu: float = 10.0, **extra
         "p99_us": 90.0,
         "server_cpu_us_per_reply": cpu,
         "driver_cpu_us_per_reply": 5.0,
+        "machine_busy": 0.5,
         "extra": extra,
     }
 

@@ -400,8 +400,8 @@ class Worker(threading.Thread):
         """Answer every complete message already received, then send the notice."""
         session = conn.session
         for _ in range(_SHUTDOWN_READS):
-            if conn.eof or not session.is_open:
-                break
+            if conn.eof or not session.is_open or len(conn.out) > self.output_limit:
+                break  # a client over the L12 bound is not read from, even now
             try:
                 data = conn.sock.recv(READ_SIZE)
             except (BlockingIOError, InterruptedError):

@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 import pytest
 
-from tests.hardening.harness import push_until_stalled
+from tests.hardening.harness import MiB, peak_rss, push_until_stalled, report
 from tests.wire import connect
 
 pytestmark = pytest.mark.timeout(120)
@@ -123,6 +123,8 @@ def test_sigterm_while_forty_clients_pipeline_answers_everything_in_order(start_
         expected = [line[:-1].decode().upper().encode() for line in client.sent_lines[: len(replies)]]
         assert replies == expected, f"client {client.index}: replies lost or out of order"
     assert not [line for line in srv.stderr if "Traceback" in line], srv.stderr
+    answered = sum(c.received.count(b"\n") - 1 for c in clients)
+    report("SIGTERM under load", clients=CLIENTS, replies_answered=answered, exit_status=0)
 
 
 def test_second_signal_under_load_exits_at_once(start_server):
@@ -144,3 +146,29 @@ def test_second_signal_under_load_exits_at_once(start_server):
         stuck.close()
         for client in clients:
             client.sock.close()
+
+
+def test_sigterm_with_stuck_writers_keeps_the_output_bound(start_server):
+    """The drain answers what was read, but must not read past the L12 bound of a client that does not read."""
+    hogs = 10
+    srv = start_server("-q", "--workers", "1", "--drain-timeout", "60")
+    line = "ΐ".encode() * 250 + b"\n"  # its reply is three times as long
+    payload = line * (16 * MiB // len(line))
+    stuck = [connect(srv.address, timeout=30) for _ in range(hogs)]
+    try:
+        for sock in stuck:
+            assert push_until_stalled(sock, payload, stall=1.0) < len(payload)
+        rss_before = srv.rss()
+        # one worker handles the sessions in order: when the last one has its notice, all have
+        last = Pipeliner(0, srv.address)
+        drive([last], lambda: last.replies >= 10, timeout=30)
+        srv.signal(signal.SIGTERM)
+        drive([last], lambda: last.closed, timeout=30)
+        assert bytes(last.received).endswith(NOTICE)
+        growth = peak_rss(srv) - rss_before
+        report("SIGTERM with stuck writers", clients=hogs, peak_growth_MiB=f"{growth / MiB:.1f}")
+        assert growth < hogs * 2 * MiB, f"the drain grew the server by {growth / MiB:.1f} MiB for {hogs} stuck clients"
+    finally:
+        for sock in stuck:
+            sock.close()
+    assert srv.wait(timeout=30) == 0

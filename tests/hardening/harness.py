@@ -192,3 +192,36 @@ def ensure_fd_limit(needed: int) -> None:
         if hard != resource.RLIM_INFINITY and hard < needed:
             pytest.skip(f"this test needs {needed} file descriptors; the hard limit is {hard}")
         resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
+
+
+def send_rest_and_read(sock: socket.socket, payload: bytes, sent: int) -> bytes:
+    """Send ``payload`` from ``sent`` on while reading, half-close, and read until the server closes."""
+    received = bytearray()
+    deadline = time.monotonic() + 90
+    with selectors.DefaultSelector() as sel:
+        sel.register(sock, selectors.EVENT_READ | selectors.EVENT_WRITE)
+        while True:
+            assert time.monotonic() < deadline, f"stuck with {sent} sent and {len(received)} received"
+            for _, events in sel.select(1.0):
+                if events & selectors.EVENT_WRITE:
+                    try:
+                        sent += sock.send(payload[sent : sent + 65536])
+                    except BlockingIOError:
+                        pass
+                    if sent == len(payload):
+                        sock.shutdown(socket.SHUT_WR)
+                        sel.modify(sock, selectors.EVENT_READ)
+                if events & selectors.EVENT_READ:
+                    try:
+                        chunk = sock.recv(1 << 18)
+                    except BlockingIOError:
+                        continue
+                    if not chunk:
+                        return bytes(received)
+                    received += chunk
+
+
+def report(scenario: str, **figures: object) -> None:
+    """Print a scenario's measured figures (``pytest -s`` shows them; docs/reliability.md quotes them)."""
+    shown = ", ".join(f"{name.replace('_', ' ')} {value}" for name, value in figures.items())
+    print(f"\n[figures] {scenario}: {shown}")

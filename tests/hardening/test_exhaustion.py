@@ -15,6 +15,7 @@ from tests.hardening.harness import (
     hold_sessions,
     honest_round_trips,
     open_fds,
+    report,
     wait_until,
 )
 from tests.wire import connect, read_exactly, read_until_closed
@@ -40,6 +41,7 @@ def test_connections_over_the_limit_get_the_busy_line_and_leave_nothing_behind(s
         wait_until(lambda: open_fds(srv) <= fds_full, 30, "the refused connections are all closed")
         assert srv.threads() == threads
         growth = srv.rss() - rss_full
+        report("busy refusals", refused=500, rss_growth_MiB=f"{growth / MiB:.2f}")
         assert growth < 4 * MiB, f"server memory grew by {growth / MiB:.1f} MiB refusing 500 connections"
         # the held sessions were not disturbed
         for i, sock in enumerate(held):
@@ -93,6 +95,7 @@ def test_running_out_of_descriptors_pauses_accepting_without_spinning_and_recove
             assert sel.select(window) == [], "a client got an answer the server had no descriptor for"
         elapsed = time.monotonic() - started
         used = cpu_seconds(srv) - cpu_before
+        report("EMFILE", fd_limit=limit, served=capacity, waiting=extra, cpu_s=f"{used:.2f} in {elapsed:.1f} s")
         assert used < 0.3 * elapsed, f"the server used {used:.2f} s of CPU in {elapsed:.2f} s while out of descriptors"
         assert _accept_warnings(srv) == warnings == 1, "the exhaustion warning must be logged once, not per retry"
         assert srv.proc.poll() is None

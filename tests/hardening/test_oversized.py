@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from tests.hardening.harness import MiB, honest_round_trips, peak_rss
+from tests.hardening.harness import MiB, honest_round_trips, peak_rss, report
 from tests.wire import connect, read_until_closed
 
 pytestmark = pytest.mark.timeout(120)
@@ -50,6 +50,7 @@ def test_five_mib_lines_without_newline_get_the_error_line_and_memory_stays_boun
         results = list(pool.map(lambda _: _send_huge_line_then_read(server.address, 5 * MiB), range(clients)))
     assert results == [TOO_LONG_DEFAULT] * clients
     growth = peak_rss(server) - rss_before
+    report("5 MiB lines", clients=clients, peak_growth_MiB=f"{growth / MiB:.2f}")
     # holding the lines would cost 20 MiB; one 64 KiB read per client is the design
     assert growth < 6 * MiB, f"server peak memory grew by {growth / MiB:.1f} MiB for {clients} x 5 MiB lines"
     honest_round_trips(server.address)
@@ -118,4 +119,5 @@ def test_many_near_limit_lines_are_answered_exactly_with_bounded_memory(server):
         assert received[position : position + len(reply)] == reply, f"reply {i} is wrong"
         position += len(reply)
     growth = peak_rss(server) - rss_before
+    report("near-limit lines", lines=count, sent_MiB=26, peak_growth_MiB=f"{growth / MiB:.2f}")
     assert growth < 12 * MiB, f"server peak memory grew by {growth / MiB:.1f} MiB while streaming 26 MiB of lines"

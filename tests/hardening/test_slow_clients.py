@@ -8,9 +8,7 @@ new sessions afterwards, and its descriptors return to their count before.
 
 from __future__ import annotations
 
-import selectors
 import socket
-import time
 
 import pytest
 
@@ -22,7 +20,9 @@ from tests.hardening.harness import (
     open_fds,
     peak_rss,
     push_until_stalled,
+    report,
     reset,
+    send_rest_and_read,
     wait_until,
 )
 from tests.wire import connect, read_exactly, read_until_closed
@@ -46,41 +46,15 @@ def test_forty_mib_writer_that_never_reads_is_paused_and_loses_nothing(start_ser
             pushed = push_until_stalled(hog, payload)
             assert pushed < total, "the server read 40 MiB from a client that never reads (L12)"
             growth = peak_rss(srv) - rss_before
+            report("40 MiB writer", taken_MiB=f"{pushed / MiB:.1f}", peak_growth_MiB=f"{growth / MiB:.2f}")
             assert growth < 16 * MiB, f"server peak memory grew by {growth / MiB:.1f} MiB for a stuck client"
             # the honest client is served while the hog is stuck
             done = rounds()
             wait_until(lambda: rounds() >= done + 2, 60, "two honest sessions while the hog is stuck")
             # now the hog reads: every line it sent is answered, in order, nothing lost
-            received = _finish_and_read(hog, payload, pushed)
+            received = send_rest_and_read(hog, payload, pushed)
     assert len(received) == len(payload)
     assert received == payload.upper()
-
-
-def _finish_and_read(sock: socket.socket, payload: bytes, sent: int) -> bytes:
-    """Send the rest of ``payload`` while reading, half-close, and read until the server closes."""
-    received = bytearray()
-    deadline = time.monotonic() + 90
-    with selectors.DefaultSelector() as sel:
-        sel.register(sock, selectors.EVENT_READ | selectors.EVENT_WRITE)
-        while True:
-            assert time.monotonic() < deadline, f"stuck with {sent} sent and {len(received)} received"
-            for _, events in sel.select(1.0):
-                if events & selectors.EVENT_WRITE:
-                    try:
-                        sent += sock.send(payload[sent : sent + 65536])
-                    except BlockingIOError:
-                        pass
-                    if sent == len(payload):
-                        sock.shutdown(socket.SHUT_WR)
-                        sel.modify(sock, selectors.EVENT_READ)
-                if events & selectors.EVENT_READ:
-                    try:
-                        chunk = sock.recv(1 << 18)
-                    except BlockingIOError:
-                        continue
-                    if not chunk:
-                        return bytes(received)
-                    received += chunk
 
 
 def test_slowloris_partial_lines_time_out_and_free_their_slots(start_server):
@@ -131,6 +105,7 @@ def test_a_thousand_connections_that_connect_and_vanish(start_server):
     _settled_fds(srv, fds_before)
     assert srv.threads() == threads_before
     growth = srv.rss() - rss_before
+    report("1,000 vanishing clients", rss_growth_MiB=f"{growth / MiB:.2f}")
     assert growth < 8 * MiB, f"server memory grew by {growth / MiB:.1f} MiB after 1,000 vanished clients"
     # no session was leaked: every slot admits a new session
     for sock in hold_sessions(srv.address, slots):

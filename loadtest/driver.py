@@ -332,7 +332,9 @@ class Crew:
     """Driver processes running one target: set up, wait for "go", run, report.  A context manager."""
 
     def __init__(self, target: Callable[[Any, Ready], dict], jobs: Sequence[Any]) -> None:
-        context = multiprocessing.get_context("fork")
+        # Not "fork": the parent may have threads (a test runner's, a server's output readers).
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload([__name__])
         self.pipes: list[Pipe] = []
         self.procs = []
         for job in jobs:

@@ -350,7 +350,21 @@ class Worker(threading.Thread):
     def _schedule(self, conn: Conn, when: float) -> None:
         if conn.timer_at is None or when < conn.timer_at:
             conn.timer_at = when
-            heapq.heappush(self._timers, (when, next(self._seq), conn))
+            timers = self._timers
+            if len(timers) > 2 * len(self.conns) + 64:
+                self._drop_dead_timers()
+            heapq.heappush(timers, (when, next(self._seq), conn))
+
+    def _drop_dead_timers(self) -> None:
+        """Forget the entries of closed or rescheduled connections.
+
+        A dead entry is otherwise kept until its deadline: with the idle
+        timeout's 300 s, every short session would stay in memory for
+        minutes.  Filtering in place keeps ``_run_timers``' reference valid.
+        """
+        timers = self._timers
+        timers[:] = [entry for entry in timers if entry[2].sock is not None and entry[2].timer_at == entry[0]]
+        heapq.heapify(timers)
 
     def _run_timers(self, now: float) -> None:
         timers = self._timers

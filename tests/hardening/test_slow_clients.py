@@ -136,3 +136,22 @@ def test_resets_mid_line_and_mid_reply(start_server):
     assert not [line for line in srv.stderr if "Traceback" in line or "failed" in line], srv.stderr
     for sock in hold_sessions(srv.address, slots):
         sock.close()
+
+
+def _churn(address: tuple[str, int], sessions: int) -> None:
+    for i in range(sessions):
+        with socket.create_connection(address, timeout=30) as sock:
+            sock.sendall(b"hola\n")
+            assert sock.recv(16) == b"HOLA\n", f"session {i}"
+
+
+def test_session_churn_with_the_default_idle_timeout_does_not_grow_memory(start_server):
+    """One client opening and closing short sessions in a loop; every closed session must be forgotten."""
+    srv = start_server("-q")  # the default idle timeout, 300 s, outlives the whole test
+    _churn(srv.address, 2000)
+    rss_before = srv.rss()
+    sessions = 20000
+    _churn(srv.address, sessions)
+    growth = srv.rss() - rss_before
+    report("session churn", sessions=sessions, rss_growth_MiB=f"{growth / MiB:.2f}")
+    assert growth < 5 * MiB, f"server memory grew by {growth / MiB:.1f} MiB over {sessions} closed sessions"

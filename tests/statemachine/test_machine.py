@@ -1,0 +1,123 @@
+"""The session machine is exactly the table of SPEC section 4, and nothing more."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+from transitions import Machine
+
+from statemachine.machine import (
+    CLOSED,
+    CLOSING,
+    CONNECTED,
+    ECHOING,
+    FINAL,
+    INITIAL,
+    MACHINE,
+    PLAIN,
+    STATES,
+    TRIGGERS,
+    MachineError,
+    SessionModel,
+    _compile_plain,
+    fire,
+    mermaid,
+    table,
+)
+
+# SPEC section 4, copied by hand: (source, trigger) -> dest.
+SPEC_TABLE = {
+    (CONNECTED, "message"): ECHOING,
+    (ECHOING, "message"): ECHOING,
+    (CONNECTED, "disconnect"): CLOSING,
+    (ECHOING, "disconnect"): CLOSING,
+    (CONNECTED, "end_of_stream"): CLOSING,
+    (ECHOING, "end_of_stream"): CLOSING,
+    (CONNECTED, "line_too_long"): CLOSING,
+    (ECHOING, "line_too_long"): CLOSING,
+    (CONNECTED, "idle_timeout"): CLOSING,
+    (ECHOING, "idle_timeout"): CLOSING,
+    (CONNECTED, "shutdown"): CLOSING,
+    (ECHOING, "shutdown"): CLOSING,
+    (CLOSING, "flushed"): CLOSED,
+    (CONNECTED, "abort"): CLOSED,
+    (ECHOING, "abort"): CLOSED,
+    (CLOSING, "abort"): CLOSED,
+}
+SPEC_TRIGGERS = {
+    "message",
+    "disconnect",
+    "end_of_stream",
+    "line_too_long",
+    "idle_timeout",
+    "shutdown",
+    "flushed",
+    "abort",
+}
+ALL_PAIRS = list(itertools.product([CONNECTED, ECHOING, CLOSING, CLOSED], sorted(SPEC_TRIGGERS)))
+
+
+def test_states_and_ends_are_the_specs():
+    assert STATES == [CONNECTED, ECHOING, CLOSING, CLOSED]
+    assert (INITIAL, FINAL) == (CONNECTED, CLOSED)
+    assert SessionModel().state == CONNECTED
+
+
+def test_declared_table_is_the_spec_table():
+    assert table() == SPEC_TABLE
+
+
+def test_no_automatic_transitions():
+    """auto_transitions=False: the declared triggers are the only ones (no ``to_CLOSED``)."""
+    assert set(TRIGGERS) == SPEC_TRIGGERS
+    assert set(MACHINE.events) == SPEC_TRIGGERS
+
+
+def test_closed_is_final():
+    assert not [pair for pair in table() if pair[0] == CLOSED]
+
+
+@pytest.mark.parametrize(("source", "trigger"), ALL_PAIRS)
+def test_fire_follows_the_table(source, trigger):
+    model = SessionModel()
+    model.state = source
+    if (source, trigger) in SPEC_TABLE:
+        fire(model, trigger)
+        assert model.state == SPEC_TABLE[(source, trigger)]
+    else:
+        with pytest.raises(MachineError):
+            fire(model, trigger)
+        assert model.state == source
+
+
+def test_unknown_trigger_is_a_key_error():
+    model = SessionModel()
+    with pytest.raises(KeyError):
+        fire(model, "to_CLOSED")
+    assert model.state == CONNECTED
+
+
+def test_compiled_shortcut_covers_only_declared_pairs():
+    """The shortcut may skip the library only where the library would just set the state."""
+    assert PLAIN.items() <= SPEC_TABLE.items()
+    assert PLAIN == SPEC_TABLE  # the declaration has no callbacks, so every pair is plain
+
+
+def test_compiled_shortcut_leaves_callbacks_to_the_library():
+    transitions = [
+        {"trigger": "message", "source": [CONNECTED, ECHOING], "dest": ECHOING, "after": "log"},
+        {"trigger": "disconnect", "source": [CONNECTED, ECHOING], "dest": CLOSING},
+        {"trigger": "flushed", "source": CLOSING, "dest": CLOSED},
+        {"trigger": "abort", "source": CONNECTED, "dest": CLOSED},
+    ]
+    states = [CONNECTED, ECHOING, {"name": CLOSING, "on_enter": "notify"}, CLOSED]
+    machine = Machine(model=None, states=states, transitions=transitions, initial=CONNECTED, auto_transitions=False)
+    assert _compile_plain(machine) == {(CONNECTED, "abort"): CLOSED}
+
+
+def test_mermaid_draws_every_state_and_trigger():
+    drawing = mermaid()
+    assert "stateDiagram" in drawing
+    for name in [*STATES, *SPEC_TRIGGERS]:
+        assert name in drawing

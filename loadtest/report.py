@@ -35,6 +35,8 @@ class Row:
     server: str
     rounds: int
     value: float
+    value_min: float
+    value_max: float
     p50_us: float
     p99_us: float
     server_cpu_us: float
@@ -75,6 +77,8 @@ def summarize(samples: Sequence[dict[str, Any]]) -> list[Row]:
                 server=server,
                 rounds=len(group),
                 value=_median(s["value"] for s in group),
+                value_min=min(s["value"] for s in group),
+                value_max=max(s["value"] for s in group),
                 p50_us=_median(s["p50_us"] for s in group),
                 p99_us=_median(s["p99_us"] for s in group),
                 server_cpu_us=_median(s["server_cpu_us_per_reply"] for s in group),
@@ -169,23 +173,32 @@ def _number(value: float, digits: int = 0) -> str:
     return f"{value:,.{digits}f}"
 
 
+def _short(value: float) -> str:
+    """3,970,765 -> 3.97M: compact, for the range column."""
+    for limit, suffix in ((1e6, "M"), (1e3, "k")):
+        if abs(value) >= limit:
+            return f"{value / limit:.3g}{suffix}"
+    return f"{value:.3g}"
+
+
 def format_table(rows: Sequence[Row], not_applicable: Sequence[tuple[str, str, str]] = ()) -> str:
     """The main table (Markdown, readable as plain text too), then W4's memory and threads."""
     lines = [
-        "| workload | server | figure | p50 us | p99 us | x best peer | server CPU us/reply "
-        "| driver CPU us/reply | machine busy |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| workload | server | figure (median) | range over rounds | p50 us | p99 us | x best peer "
+        "| server CPU us/reply | driver CPU us/reply | machine busy |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in rows:
         unit = WORKLOADS.get(row.workload, ("", ""))[1]
         lines.append(
             f"| {row.workload} | {SPECS[row.server].label if row.server in SPECS else row.server} "
-            f"| {_number(row.value)} {unit} | {_number(row.p50_us)} | {_number(row.p99_us)} "
+            f"| {_number(row.value)} {unit} | {_short(row.value_min)}-{_short(row.value_max)} "
+            f"| {_number(row.p50_us)} | {_number(row.p99_us)} "
             f"| {_number(row.ratio_to_best_peer, 2)} | {_number(row.server_cpu_us, 1)} "
             f"| {_number(row.driver_cpu_us, 1)} | {_number(row.machine_busy * 100)}% |"
         )
     for workload, server, reason in not_applicable:
-        lines.append(f"| {workload} | {SPECS[server].label} | n/a: {reason} | | | | | | |")
+        lines.append(f"| {workload} | {SPECS[server].label} | n/a: {reason} | | | | | | | |")
     held = [row for row in rows if row.workload == "W4"]
     if held:
         lines += [

@@ -88,6 +88,7 @@ def test_summary_takes_medians_over_rounds_and_ratios_to_the_best_peer():
     ]
     rows = {row.server: row for row in report.summarize(samples)}
     assert rows[OURS].value == 200.0
+    assert (rows[OURS].value_min, rows[OURS].value_max) == (100.0, 300.0)
     assert rows[OURS].rounds == 3
     assert rows[OURS].ratio_to_best_peer == pytest.approx(1.25)
     assert rows["P2"].ratio_to_best_peer == 1.0
@@ -123,6 +124,14 @@ def test_demand_checks_say_which_lines_fall_short():
     assert not checks["W4 RSS per held connection <= 16 KiB"].met
     assert checks["W4 active p99 <= 3x unloaded p99"].met
     assert "W1 round trips/s >= 1x P3" not in checks  # no P3 row: nothing to compare
+
+
+def test_table_has_a_row_per_server_and_says_why_one_is_missing():
+    rows = report.summarize([_sample("W2", OURS, 1_500_000.0), _sample("W2", "P1", 900.0)])
+    table = report.format_table(rows, [("W2", "P4", "serves one client at a time")])
+    assert "| W2 | upperecho (ours) | 1,500,000 replies/s | 1.5M-1.5M |" in table
+    assert "| W2 | P1 asyncio streams | 900 replies/s | 900-900 |" in table
+    assert "| W2 | P4 blocking seed | n/a: serves one client at a time |" in table
 
 
 def test_percentile_by_nearest_rank():

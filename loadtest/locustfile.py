@@ -46,18 +46,18 @@ class WrongReply(ClientError):
 
 @events.init_command_line_parser.add_listener
 def _options(parser) -> None:
-    group = parser.add_argument_group("upperecho")
-    group.add_argument("--message-size", type=int, default=200, help="longest message in characters (default 200)")
-    group.add_argument(
+    # parser.add_argument itself, not an argument group: only it marks an option for the web UI.
+    parser.add_argument("--message-size", type=int, default=200, help="longest message in characters (default 200)")
+    parser.add_argument(
         "--disconnect-rate",
         type=float,
         default=0.02,
         help="chance after each message that the user says DESCONEXION and reconnects (default 0.02)",
     )
-    group.add_argument(
+    parser.add_argument(
         "--think-time", type=float, default=0.05, help="mean pause between messages in seconds; 0 = none (default 0.05)"
     )
-    group.add_argument("--reply-timeout", type=float, default=10.0, help="seconds to wait for a reply (default 10)")
+    parser.add_argument("--reply-timeout", type=float, default=10.0, help="seconds to wait for a reply (default 10)")
 
 
 def _option(environment: Environment, name: str, default: float, low: float, high: float | None = None) -> float:

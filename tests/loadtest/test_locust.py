@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import time
+import urllib.parse
+import urllib.request
+
 import pytest
 
 from loadtest.servers import RunningServer, ServerSpec
@@ -107,3 +112,56 @@ def test_a_wrong_reply_is_a_failure_that_says_what_differs(tmp_path):
     errors = [row["Error"] for row in failures(prefix)]
     assert any("reply differs from the upper-cased message: expected" in error for error in errors), errors
     assert _count(stats(prefix), "Aggregated", "Failure Count") > 0
+
+
+def _get(url: str) -> bytes:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return response.read()
+
+
+def _post(url: str, form: dict[str, str]) -> dict:
+    data = urllib.parse.urlencode(form).encode()
+    with urllib.request.urlopen(url, data=data, timeout=10) as response:
+        return json.loads(response.read())
+
+
+def _page(base: str, proc, deadline: float) -> str | None:
+    """The web UI's front page once it answers; None if Locust exited first (its port was taken)."""
+    while proc.poll() is None and time.monotonic() < deadline:
+        try:
+            return _get(base + "/").decode()
+        except OSError:
+            time.sleep(0.1)  # not listening yet
+    return None
+
+
+def test_web_ui_lists_the_options_and_runs_a_swarm(tmp_path):
+    with running_server(*quiet()) as srv:
+        host = f"tcp://{srv.host}:{srv.port}"
+        for _attempt in range(3):
+            port = str(free_port())
+            base = f"http://127.0.0.1:{port}"
+            ui = start_locust("--web-host", "127.0.0.1", "--web-port", port, "--host", host, cwd=tmp_path)
+            try:
+                deadline = time.monotonic() + 60
+                page = _page(base, ui, deadline)
+                if page is None:
+                    continue
+                for option in ("message_size", "disconnect_rate", "think_time", "reply_timeout"):
+                    assert f'"{option}"' in page, f"--{option} is not offered in the web UI"
+                form = {"user_count": "5", "spawn_rate": "5", "host": host, "message_size": "50"}
+                started = _post(base + "/swarm", form)
+                assert started["success"], started
+                total: dict = {}
+                while time.monotonic() < deadline:
+                    total = json.loads(_get(base + "/stats/requests"))["stats"][-1]
+                    if total["num_requests"] >= 50:
+                        break
+                    time.sleep(0.1)
+                _post(base + "/stop", {})
+                assert total["num_requests"] >= 50, total
+                assert total["num_failures"] == 0, total
+                return
+            finally:
+                stop([ui])
+        pytest.fail("the web UI did not come up on any of three ports")

@@ -13,6 +13,7 @@ import argparse
 import datetime
 import os
 import platform
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -21,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from loadtest import driver, report
-from loadtest.servers import OURS, SPECS, LaunchError, RunningServer
+from loadtest.servers import OURS, ROOT, SPECS, LaunchError, RunningServer
 
 
 @dataclass(frozen=True)
@@ -118,6 +119,21 @@ def machine() -> dict[str, Any]:
         "system": f"{platform.system()} {platform.release()}",
         "load_average_at_start": os.getloadavg(),
     }
+
+
+def code_version() -> dict[str, Any]:
+    """The commit measured, and whether the measured packages differ from it."""
+
+    def git(*args: str) -> str:
+        try:
+            done = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=10, check=True)
+        except (OSError, subprocess.SubprocessError):
+            return ""
+        return done.stdout.strip()
+
+    commit = git("rev-parse", "--short", "HEAD")
+    changed = git("status", "--porcelain", "--", "server", "statemachine", "client", "loadtest")
+    return {"commit": commit or "unknown", "modified": bool(changed)}
 
 
 def _sample_record(workload: str, server: str, round_: int, sample: driver.Sample) -> dict[str, Any]:
@@ -224,6 +240,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.monotonic()
     when = datetime.datetime.now(datetime.UTC)
     about = machine()
+    version = code_version()
     samples: list[dict[str, Any]] = []
     skipped: list[tuple[str, str, str]] = []
     errors: list[str] = []
@@ -239,6 +256,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     elapsed = time.monotonic() - started
     heading = (
         f"upperecho bench{' --quick' if args.quick else ''}, {when:%Y-%m-%d %H:%M} UTC, "
+        f"commit {version['commit']}{' (modified)' if version['modified'] else ''}, "
         f"{about['cpus']} x {about['cpu_model']}, Python {about['python']}, {elapsed:.0f} s"
     )
     args.out.mkdir(parents=True, exist_ok=True)
@@ -247,6 +265,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "quick": args.quick,
         "duration_s": elapsed,
         "machine": about,
+        "code": version,
         "settings": asdict(settings),
         "servers": {name: SPECS[name].label for name in args.servers},
         "workloads": {w: report.WORKLOADS[w][0] for w in args.workloads},

@@ -1,28 +1,35 @@
 """Soak (slow): minutes of mixed load with churn; server memory, threads and descriptors stay flat.
 
-Several kinds of users share one server, each checking every reply:
-conversational sessions that churn (the protocol's goodbye, a plain close or
-a reset), pipelining bursts, abusers (invalid UTF-8, over-long lines, partial
-lines then a reset, slowloris partial lines that meet the idle timeout) and a
-client that stops reading for a while.  A sampler records the server's
-resident memory, threads and descriptors; the test prints the figures that
-docs/reliability.md reports.
+The honest load is the project's Locust user, run headless in its own
+process: many users echoing ASCII and Unicode messages, every reply checked,
+now and then saying DESCONEXION and coming back (churn).  Beside it, in
+threads, users Locust does not model: pipelining bursts, abusers (invalid
+UTF-8, over-long lines, partial lines then a reset), a slowloris whose partial
+lines meet the idle timeout, and a client that stops reading for a while;
+each checks every byte it gets.  A sampler records the server's resident
+memory, threads and descriptors; the figures are printed for
+docs/reliability.md.
 """
 
 from __future__ import annotations
 
+import csv
 import random
 import socket
 import statistics
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
+from typing import IO
 
 import pytest
 
 from client.connection import Connection
 from tests.hardening.harness import MiB, open_fds, push_until_stalled, report, reset, send_rest_and_read, wait_until
-from tests.serverproc import ServerProcess
+from tests.serverproc import ROOT, ServerProcess
 from tests.wire import connect, read_until_closed
 
 DURATION = 120.0
@@ -31,6 +38,7 @@ SAMPLE_EVERY = 2.0
 MAX_LINE = 4096
 IDLE = 2.0
 THINK = 0.05  # seconds, at most, between one user's sessions
+LOCUST_USERS = 20
 
 
 class Load:
@@ -67,27 +75,6 @@ class Load:
         for thread in self._threads:
             thread.join(60)
         assert not [t.name for t in self._threads if t.is_alive()], "a load thread is stuck"
-
-
-def _talker(address: tuple[str, int]) -> Callable[[random.Random], None]:
-    def user(rng: random.Random) -> None:
-        conn = Connection(*address, timeout=30).connect()
-        try:
-            for i in range(rng.randint(1, 40)):
-                text = f"charla {i} {'ñandú straße ' * rng.randint(0, 20)}"
-                assert conn.request(text) == text.upper()
-            ending = rng.random()
-            if ending < 0.6:
-                assert conn.disconnect() == "DESCONEXION"
-            elif ending < 0.8:
-                conn.close()
-            else:
-                reset(conn._socket())
-                conn._sock = None
-        finally:
-            conn.close()
-
-    return user
 
 
 def _pipeliner(address: tuple[str, int]) -> Callable[[random.Random], None]:
@@ -144,28 +131,75 @@ def _sample(server: ServerProcess) -> tuple[float, int, int, int]:
     return (time.monotonic(), server.rss(), server.threads(), open_fds(server))
 
 
+def _locust(server: ServerProcess, csv_prefix: Path, console: IO[str]) -> subprocess.Popen:
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "locust",
+            "-f",
+            "loadtest/locustfile.py",
+            "--headless",
+            "--users",
+            str(LOCUST_USERS),
+            "--spawn-rate",
+            "10",
+            "--run-time",
+            f"{DURATION:.0f}s",
+            "--host",
+            f"tcp://{server.host}:{server.port}",
+            "--disconnect-rate",
+            "0.05",
+            "--csv",
+            str(csv_prefix),
+            "--only-summary",
+            "--loglevel",
+            "WARNING",
+        ],
+        cwd=ROOT,
+        stdin=subprocess.DEVNULL,
+        stdout=console,
+        stderr=subprocess.STDOUT,
+    )
+
+
+def _locust_counts(csv_prefix: Path) -> dict[str, tuple[int, int]]:
+    """``{request name: (requests, failures)}`` from Locust's CSV statistics."""
+    with open(f"{csv_prefix}_stats.csv", newline="") as stats:
+        return {row["Name"]: (int(row["Request Count"]), int(row["Failure Count"])) for row in csv.DictReader(stats)}
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(180)
-def test_soak_mixed_load_with_churn_keeps_memory_threads_and_descriptors_flat(start_server):
+def test_soak_mixed_load_with_churn_keeps_memory_threads_and_descriptors_flat(start_server, tmp_path):
     srv = start_server("-q", "--max-line", str(MAX_LINE), "--idle-timeout", str(IDLE), "--drain-timeout", "5")
     with Connection(*srv.address) as warm:
         assert warm.request("calentar") == "CALENTAR"
     fds_idle = open_fds(srv)
     start = _sample(srv)
+    csv_prefix = tmp_path / "soak"
     load = Load(srv.address)
-    users = [("talker", _talker)] * 4 + [("pipeliner", _pipeliner)] * 2
-    users += [("abuser", _abuser), ("slowloris", _slowloris), ("hog", _hog)]
-    for seed, (name, make) in enumerate(users):
-        load.start(f"{name}-{seed}", make(srv.address), seed)
     samples = [start]
-    began = time.monotonic()
-    try:
-        while time.monotonic() - began < DURATION and not load.failures:
-            load.stop.wait(SAMPLE_EVERY)
-            samples.append(_sample(srv))
-    finally:
-        load.join()
+    # Locust writes to a file, so a chatty run can never block on a full pipe
+    with open(tmp_path / "locust.log", "w") as console:
+        locust = _locust(srv, csv_prefix, console)
+        users = [("pipeliner", _pipeliner), ("abuser", _abuser), ("slowloris", _slowloris), ("hog", _hog)]
+        for seed, (name, make) in enumerate(users):
+            load.start(f"{name}-{seed}", make(srv.address), seed)
+        began = time.monotonic()
+        try:
+            while locust.poll() is None and not load.failures and time.monotonic() - began < DURATION + 40:
+                load.stop.wait(SAMPLE_EVERY)
+                samples.append(_sample(srv))
+        finally:
+            load.join()
+            if locust.poll() is None:
+                locust.terminate()
+            locust.wait(timeout=30)
     assert not load.failures, load.failures
+    output = (tmp_path / "locust.log").read_text(errors="replace")
+    assert locust.returncode == 0, f"Locust reported failures or did not finish:\n{output[-3000:]}"
+    locust_counts = _locust_counts(csv_prefix)
     wait_until(lambda: open_fds(srv) <= fds_idle, 30, f"the server back to {fds_idle} descriptors")
     end = _sample(srv)
 
@@ -179,13 +213,16 @@ def test_soak_mixed_load_with_churn_keeps_memory_threads_and_descriptors_flat(st
     report(
         "soak",
         seconds=f"{DURATION:.0f}",
-        sessions=sum(counts.values()),
-        by_user=counts,
+        locust=locust_counts,
+        other_sessions=counts,
         rss_MiB=f"start {start[1] / MiB:.1f}, steady early {early / MiB:.1f}, late {late / MiB:.1f}, "
         f"peak {peak / MiB:.1f}, end {end[1] / MiB:.1f}",
         threads=sorted(thread_counts),
         descriptors=f"idle {fds_idle}, peak {max(s[3] for s in samples)}, end {end[3]}",
     )
+    requests, failures = locust_counts["Aggregated"]
+    assert failures == 0 and requests > 1000, locust_counts
+    assert locust_counts["DESCONEXION"][0] > 0 and locust_counts["connect"][0] > LOCUST_USERS, "no churn"
     assert all(count > 0 for count in counts.values())
     assert thread_counts == {start[2]}, f"thread count changed under load: {sorted(thread_counts)}"
     assert late - early < 8 * MiB, f"memory kept growing: {early / MiB:.1f} -> {late / MiB:.1f} MiB"

@@ -39,7 +39,7 @@ from statemachine.session import (
     Session,
     error_too_long,
 )
-from tests.hardening.harness import TOKENS
+from tests.hardening.harness import TOKENS, report
 
 STREAMS_PER_EXAMPLE = 50
 EXAMPLES = 2_100
@@ -225,6 +225,7 @@ def test_core_survives_100k_generated_streams():
     global _streams_seen
     _streams_seen = 0
     _fuzz_batch()
+    report("core fuzz", streams=_streams_seen)
     assert _streams_seen >= REQUIRED_STREAMS, f"only {_streams_seen} streams were generated"
 
 

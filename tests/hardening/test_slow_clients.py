@@ -16,6 +16,7 @@ from tests.hardening.harness import (
     MiB,
     ensure_fd_limit,
     hold_sessions,
+    honest_round_trips,
     honest_traffic,
     open_fds,
     peak_rss,
@@ -55,6 +56,21 @@ def test_forty_mib_writer_that_never_reads_is_paused_and_loses_nothing(start_ser
             received = send_rest_and_read(hog, payload, pushed)
     assert len(received) == len(payload)
     assert received == payload.upper()
+
+
+def test_a_stuck_reader_is_let_go_after_the_idle_and_drain_times(start_server):
+    """A client that never reads stops being read, so it goes idle; then it has the drain time to read."""
+    srv = start_server("-q", "--idle-timeout", "1", "--drain-timeout", "1")
+    fds_before = open_fds(srv)
+    with connect(srv.address, timeout=30) as hog:
+        line = b"a" * 1023 + b"\n"
+        try:
+            push_until_stalled(hog, line * (8 * MiB // len(line)), stall=0.5)
+        except (ConnectionResetError, BrokenPipeError):
+            pass  # aborted after the drain time (L13): what a client that does not read must expect
+        # the hog still holds its end, never reading: the server frees everything it held for it
+        _settled_fds(srv, fds_before)
+        honest_round_trips(srv.address)
 
 
 def test_slowloris_partial_lines_time_out_and_free_their_slots(start_server):

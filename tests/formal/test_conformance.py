@@ -1,0 +1,47 @@
+"""The session machine is SPEC 4's table: the declaration, the runtime path and the graph.
+
+Every (state, trigger) pair is tried, on the declaration (``table()``) and on
+the path sessions really take (``fire`` on a fresh model set to that state),
+against the table written out in spec_table.py.
+"""
+
+from __future__ import annotations
+
+from transitions import Machine
+
+from statemachine import machine
+from statemachine.session import Limits, Session
+from tests.formal import spec_table
+
+
+def test_the_spec_table_itself_has_the_graph_properties():
+    assert spec_table.graph_problems(spec_table.TABLE, spec_table.STATES, spec_table.INITIAL) == []
+
+
+def test_the_shared_machine_declares_exactly_the_spec_table():
+    problems = spec_table.declaration_problems(
+        machine.table(), machine.STATES, machine.MACHINE.events, machine.MACHINE.initial
+    )
+    assert problems == []
+
+
+def test_the_declaration_lists_alone_give_the_spec_table():
+    """A machine built afresh from ``MACHINE_KWARGS`` (not the shared instance) is the same machine."""
+    assert machine.MACHINE_KWARGS["auto_transitions"] is False
+    fresh = Machine(model=None, **machine.MACHINE_KWARGS)
+    assert spec_table.declaration_problems(machine.table(fresh), machine.STATES, fresh.events, fresh.initial) == []
+
+
+def test_every_pair_on_the_runtime_path_follows_the_spec():
+    assert spec_table.runtime_problems(machine.fire, machine.SessionModel, machine.MachineError) == []
+
+
+def test_sessions_are_models_of_the_same_runtime_path():
+    def new_session() -> Session:
+        return Session(Limits(), now=0.0)
+
+    assert spec_table.runtime_problems(machine.fire, new_session, machine.MachineError) == []
+
+
+def test_graph_connected_initial_closed_reachable_and_absorbing_no_unreachable_state():
+    assert spec_table.graph_problems(machine.table(), machine.STATES, machine.MACHINE.initial) == []

@@ -1,0 +1,237 @@
+"""Deliberately broken copies of the core, to show that the formal tests notice them.
+
+Two kinds of mutant:
+
+* table mutants: a copy of ``TRANSITIONS`` (or of the machine's other
+  arguments) with one change, built into a real ``transitions.Machine``;
+* source mutants: a copy of a core module's source with one textual change,
+  executed as a fresh module that never replaces the real one.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import string
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from types import ModuleType
+from typing import Any
+
+from statemachine import framing, machine, session, text
+
+# -- table mutants ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TableMutant:
+    """One change to the machine's declaration; ``killed_by`` names the checks that must notice it."""
+
+    name: str
+    change: Callable[[dict[str, Any]], None]  # edits a deep copy of MACHINE_KWARGS in place
+    killed_by: frozenset[str] = field(default_factory=frozenset)
+
+    def kwargs(self) -> dict[str, Any]:
+        kwargs = copy.deepcopy(machine.MACHINE_KWARGS)
+        self.change(kwargs)
+        return kwargs
+
+
+def _rule(kwargs: dict[str, Any], trigger: str) -> dict[str, Any]:
+    return next(rule for rule in kwargs["transitions"] if rule["trigger"] == trigger)
+
+
+def _drop(trigger: str) -> Callable[[dict[str, Any]], None]:
+    def change(kwargs: dict[str, Any]) -> None:
+        kwargs["transitions"].remove(_rule(kwargs, trigger))
+
+    return change
+
+
+def _redirect(trigger: str, dest: str) -> Callable[[dict[str, Any]], None]:
+    def change(kwargs: dict[str, Any]) -> None:
+        _rule(kwargs, trigger)["dest"] = dest
+
+    return change
+
+
+def _sources(trigger: str, sources: list[str]) -> Callable[[dict[str, Any]], None]:
+    def change(kwargs: dict[str, Any]) -> None:
+        _rule(kwargs, trigger)["source"] = sources
+
+    return change
+
+
+def _add(trigger: str, source: str, dest: str) -> Callable[[dict[str, Any]], None]:
+    def change(kwargs: dict[str, Any]) -> None:
+        kwargs["transitions"].append({"trigger": trigger, "source": source, "dest": dest})
+
+    return change
+
+
+def _set(key: str, value: object) -> Callable[[dict[str, Any]], None]:
+    def change(kwargs: dict[str, Any]) -> None:
+        kwargs[key] = value
+
+    return change
+
+
+def _no_way_out_of_closing(kwargs: dict[str, Any]) -> None:
+    _drop("flushed")(kwargs)
+    _sources("abort", ["CONNECTED", "ECHOING"])(kwargs)
+
+
+DECLARATION, RUNTIME, GRAPH, SPIN = "declaration", "runtime", "graph", "spin"
+_ALL = frozenset({DECLARATION, RUNTIME})
+
+TABLE_MUTANTS = [
+    TableMutant("drop flushed (CLOSING has only abort)", _drop("flushed"), _ALL | {SPIN}),
+    TableMutant("abort no longer leaves CLOSING", _sources("abort", ["CONNECTED", "ECHOING"]), _ALL | {SPIN}),
+    TableMutant("no way out of CLOSING", _no_way_out_of_closing, _ALL | {GRAPH, SPIN}),
+    TableMutant("disconnect -> ECHOING", _redirect("disconnect", "ECHOING"), _ALL | {SPIN}),
+    TableMutant("message -> CLOSING", _redirect("message", "CLOSING"), _ALL | {GRAPH, SPIN}),
+    TableMutant("message -> CONNECTED", _redirect("message", "CONNECTED"), _ALL | {GRAPH}),
+    TableMutant("idle_timeout -> CLOSED (no flush)", _redirect("idle_timeout", "CLOSED"), _ALL | {SPIN}),
+    TableMutant("abort -> CLOSING", _redirect("abort", "CLOSING"), _ALL | {SPIN}),
+    TableMutant("flushed -> CLOSING", _redirect("flushed", "CLOSING"), _ALL | {SPIN}),
+    TableMutant("message accepted in CLOSING", _add("message", "CLOSING", "CLOSING"), _ALL),
+    TableMutant("CLOSED is left: message reopens", _add("message", "CLOSED", "ECHOING"), _ALL | {GRAPH}),
+    TableMutant("initial state ECHOING", _set("initial", "ECHOING"), _ALL | {GRAPH}),
+    TableMutant("automatic to_<state> triggers", _set("auto_transitions", True), _ALL | {GRAPH}),
+]
+
+
+def build(mutant: TableMutant) -> Any:
+    """The mutant as a real machine, built the way machine.py builds the shared one."""
+    return machine.Machine(model=None, **mutant.kwargs())
+
+
+# -- source mutants --------------------------------------------------------------
+
+
+def mutated_module(module: ModuleType, replacements: list[tuple[str, str]], **extra: object) -> ModuleType:
+    """A fresh copy of ``module`` with each ``old`` text replaced by ``new``; ``extra`` names are predefined."""
+    source = inspect.getsource(module)
+    for old, new in replacements:
+        if old not in source:
+            raise LookupError(f"mutation target {old!r} is no longer in {module.__name__}: update the mutant")
+        source = source.replace(old, new)
+    mutant = ModuleType(f"{module.__name__}_mutant")
+    mutant.__dict__.update(extra)
+    sys.modules[mutant.__name__] = mutant  # dataclasses look their module up while the class is made
+    try:
+        exec(compile(source, f"<mutant of {module.__name__}>", "exec"), mutant.__dict__)  # noqa: S102
+    finally:
+        del sys.modules[mutant.__name__]
+    return mutant
+
+
+def session_with(replacements: list[tuple[str, str]] = (), framer: ModuleType | None = None, **names: object):
+    """A mutant of statemachine.session; ``framer`` swaps in a mutant framing module, ``names`` override globals."""
+    mutant = mutated_module(session, list(replacements), **names)
+    if framer is not None:
+        for name in ("LineFramer", "LineTooLong", "split_block"):
+            setattr(mutant, name, getattr(framer, name))
+    for name, value in names.items():
+        setattr(mutant, name, value)  # after exec: replaces what the module imported
+    return mutant
+
+
+_ASCII_UPPER = str.maketrans(string.ascii_lowercase, string.ascii_uppercase)
+
+
+@dataclass(frozen=True)
+class SourceMutant:
+    name: str
+    rule: str
+    make: Callable[[], ModuleType]
+    killed_by: frozenset[str]
+
+
+SOURCE_MUTANTS = [
+    SourceMutant(
+        "upper-case ASCII only",
+        "L2",
+        lambda: session_with([(".upper()", ".translate(_ASCII_UPPER)")], _ASCII_UPPER=_ASCII_UPPER),
+        frozenset({"framing_invariance", "echoes_have_no_lower_case", "all_of_unicode_echoes"}),
+    ),
+    SourceMutant(
+        "reply loses the CR of CRLF (per-line path)",
+        "L2",
+        lambda: session_with([("return reply.encode() + terminator", "return reply.encode() + terminator[-1:]")]),
+        frozenset({"framing_invariance", "echoes_have_no_lower_case"}),
+    ),
+    SourceMutant(
+        "echo strips spaces (per-line path)",
+        "L2",
+        lambda: session_with([("reply = text.upper()", "reply = text.strip().upper()")]),
+        frozenset({"framing_invariance", "echoes_have_no_lower_case"}),
+    ),
+    SourceMutant(
+        "disconnect word case-sensitive",
+        "L4",
+        lambda: session_with(is_disconnect=lambda t: t.strip() == "DESCONEXION"),
+        frozenset({"disconnect_variants_close", "disconnect_is_exactly_the_rule"}),
+    ),
+    SourceMutant(
+        "disconnect word without accent folding",
+        "L4",
+        lambda: session_with(is_disconnect=lambda t: t.strip().casefold() == "desconexion"),
+        frozenset({"disconnect_variants_close", "disconnect_is_exactly_the_rule"}),
+    ),
+    SourceMutant(
+        "disconnect word not stripped",
+        "L4",
+        lambda: session_with(is_disconnect=lambda t: text.fold(t) == "desconexion"),
+        frozenset({"disconnect_variants_close", "disconnect_is_exactly_the_rule"}),
+    ),
+    SourceMutant(
+        "disconnect word found inside a longer text",
+        "L4",
+        lambda: session_with(is_disconnect=lambda t: "desconexion" in text.fold(t)),
+        frozenset({"near_misses_stay_open", "disconnect_is_exactly_the_rule"}),
+    ),
+    SourceMutant(
+        "pre-filter hides the word (fast path)",
+        "L4",
+        lambda: session_with(may_hold_disconnect=lambda t: False),
+        frozenset({"disconnect_variants_close", "disconnect_is_exactly_the_rule"}),
+    ),
+    SourceMutant(
+        "framer ignores a held partial line when a read ends in LF",
+        "L3",
+        lambda: session_with(
+            framer=mutated_module(framing, [("if not partial and data[-1:] == LF", "if data[-1:] == LF")])
+        ),
+        frozenset({"framing_invariance"}),
+    ),
+    SourceMutant(
+        "framer refuses max_line + CR before its LF arrives",
+        "L3/L6",
+        lambda: session_with(
+            framer=mutated_module(
+                framing,
+                [
+                    (
+                        "if len(partial) > limit + 1 or (len(partial) == limit + 1 and partial[-1] != 0x0D):",
+                        "if len(partial) > limit:",
+                    )
+                ],
+            )
+        ),
+        frozenset({"framing_invariance"}),
+    ),
+    SourceMutant(
+        "raw reads do not hold an unfinished character",
+        "R4",
+        lambda: session_with([("cut = incomplete_tail(data)", "cut = 0")]),
+        frozenset({"raw_split_characters_wait", "raw_reads_are_messages"}),
+    ),
+    SourceMutant(
+        "raw replies get a newline",
+        "R2",
+        lambda: session_with([('return self._reply_line(data, b"")', "return self._reply_line(data, LF)")]),
+        frozenset({"raw_split_characters_wait", "raw_reads_are_messages"}),
+    ),
+]

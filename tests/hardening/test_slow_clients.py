@@ -102,8 +102,8 @@ def test_a_thousand_connections_that_connect_and_vanish(start_server):
     slots = 1100
     ensure_fd_limit(slots + 200)
     srv = start_server("-q", "--max-connections", str(slots))
+    fds_before = open_fds(srv)  # before any connection, so nothing is still closing
     hold_sessions(srv.address, 1)[0].close()
-    fds_before = open_fds(srv)
     threads_before = srv.threads()
     rss_before = srv.rss()
     with honest_traffic(srv.address, min_rounds=2):
@@ -132,8 +132,8 @@ def test_resets_mid_line_and_mid_reply(start_server):
     resets = 60
     slots = resets + 10  # room for every reset session not yet reaped, plus the honest client
     srv = start_server("-q", "--max-connections", str(slots))
+    fds_before = open_fds(srv)  # before any connection, so nothing is still closing
     hold_sessions(srv.address, 1)[0].close()
-    fds_before = open_fds(srv)
     batch = "".join(f"línea {i} de una ráfaga larga\n" for i in range(20000)).encode()
     with honest_traffic(srv.address, min_rounds=2):
         for i in range(resets):

@@ -246,7 +246,11 @@ def churn_client(job: tuple[Address, int], ready: Ready) -> dict[str, Any]:
 
 
 def hold_client(job: tuple[Address, int], ready: Ready) -> dict[str, Any]:
-    """Open ``count`` connections, each answered once, and hold them until released (W4)."""
+    """Open ``count`` connections, each answered once, and hold them until released (W4).
+
+    Two hand-shakes: "all open" (the parent measures), then "all checked"
+    (the parent may stop the server before these connections close).
+    """
     address, count = job
     socks = []
     try:
@@ -262,6 +266,7 @@ def hold_client(job: tuple[Address, int], ready: Ready) -> dict[str, Any]:
             except BlockingIOError:
                 continue
             raise DriverError(f"a held connection got {data!r}" if data else "a held connection was closed")
+        ready()
         return {"held": len(socks)}
     finally:
         for sock in socks:
@@ -506,8 +511,14 @@ def pipelined(server: RunningServer, lines: int) -> Sample:
     )
 
 
-def held_load(server: RunningServer, held: int, duration: float, procs: int) -> Sample:
-    """W4: W1 alone, then ``held`` open connections plus W1 on one more; threads, memory and p99 of both."""
+def held_load(
+    server: RunningServer, held: int, duration: float, procs: int, discard: Callable[[], None] | None = None
+) -> Sample:
+    """W4: W1 alone, then ``held`` open connections plus W1 on one more; threads, memory and p99 of both.
+
+    ``discard``, if given, is called once everything is measured and before
+    the held connections close (to kill a server that will not be used again).
+    """
     unloaded = closed_loop(server, 1, duration, 1)
     threads_before, rss_before = server.threads(), server.rss()
     with Crew(hold_client, [(server.address, n) for n in split(held, procs)]) as holders:
@@ -515,6 +526,10 @@ def held_load(server: RunningServer, held: int, duration: float, procs: int) -> 
         threads_held, rss_held = server.threads(), server.rss()
         loaded = closed_loop(server, 1, duration, 1)
         threads_after = server.threads()
+        holders.go()
+        holders.wait_ready()
+        if discard is not None:
+            discard()
         holders.go()
         holders.results(timeout=SETUP_TIMEOUT)
     unloaded_p99 = unloaded.percentile(99)

@@ -127,14 +127,16 @@ class RunningServer:
 
     def stop(self, timeout: float = 15.0) -> int | None:
         """SIGTERM and wait; kill if it lingers.  Returns the exit status."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.kill()
-        self._out.close()
-        self._err.close()
+        try:
+            if self.proc.poll() is None:
+                self.proc.send_signal(signal.SIGTERM)
+                try:
+                    self.proc.wait(timeout)
+                except subprocess.TimeoutExpired:
+                    self.kill()
+        finally:
+            self._out.close()
+            self._err.close()
         return self.proc.returncode
 
     def kill(self) -> None:

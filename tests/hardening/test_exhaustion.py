@@ -68,8 +68,10 @@ def test_running_out_of_descriptors_pauses_accepting_without_spinning_and_recove
         resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
 
     srv = start_server("-q", "--max-connections", "1000", preexec_fn=low_limits)
-    threads = srv.threads()
     base = open_fds(srv)
+    honest_round_trips(srv.address, 1)  # the workers start after the address is printed
+    threads = srv.threads()
+    wait_until(lambda: open_fds(srv) <= base, 30, "the first session is closed")
     capacity = limit - base
     extra = 8
     socks: list[socket.socket] = []

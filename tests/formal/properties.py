@@ -56,6 +56,14 @@ def assert_outcome(session, expected: reference.Expected) -> None:
         assert session.is_open, f"closed by {session.reason}, expected open"
 
 
+def hits_known_eof_bug(stream: bytes, max_line: int) -> bool:
+    """A known bug, kept visible by a strict xfail in test_properties.py: at end of stream a
+    last message of max_line + 1 bytes ending in CR is echoed, not refused (L6).  Tests
+    leave this one case out until it is fixed."""
+    tail = stream[stream.rfind(b"\n") + 1 :]
+    return len(tail) == max_line + 1 and tail.endswith(b"\r")
+
+
 _ends = st.sampled_from([None, reference.EOF, reference.SHUTDOWN])
 _max_lines = st.sampled_from([8, 64, 4096])
 
@@ -67,10 +75,7 @@ def framing_invariance(core: ModuleType, max_examples: int = 600, shrink: bool =
     @given(data=st.data(), max_line=_max_lines, end=_ends, hooked=st.booleans())
     def prop(data: st.DataObject, max_line: int, end: str | None, hooked: bool) -> None:
         stream = data.draw(line_streams(max_line), label="stream")
-        tail = stream[stream.rfind(b"\n") + 1 :]
-        # A known bug, kept visible by a strict xfail in test_properties.py: at end of
-        # stream a last message of max_line + 1 bytes ending in CR is echoed, not refused.
-        assume(not (end == reference.EOF and len(tail) == max_line + 1 and tail.endswith(b"\r")))
+        assume(not (end == reference.EOF and hits_known_eof_bug(stream, max_line)))
         expected = reference.line_replies(stream, max_line, end)
         whole = new_session(core, core.LINE, max_line, hooked)
         in_one = feed(whole, [stream] if stream else [], end)

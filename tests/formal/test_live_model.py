@@ -67,8 +67,8 @@ _RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends a reset
 
 
 @dataclass
-class Session:
-    """One admitted connection as the model sees it."""
+class Link:
+    """One admitted connection (one server session) as the model sees it."""
 
     kind: str
     sock: socket.socket | None = None  # RAW
@@ -110,22 +110,19 @@ def step(method: Callable[..., None]) -> Callable[..., None]:
     return run
 
 
-def _wait_until(condition: Callable[[], bool], timeout: float = READ_DEADLINE) -> bool:
-    """Poll ``condition`` until it holds or the deadline passes; returns its last value."""
+def _wait_until(condition: Callable[[], bool], timeout: float = READ_DEADLINE) -> None:
+    """Poll ``condition`` until it holds or the deadline passes (the caller then asserts it)."""
     deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() >= deadline:
-            return condition()
+    while not condition() and time.monotonic() < deadline:
         time.sleep(0.01)
-    return True
 
 
 class LiveServerModel(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.server = ServerProcess(*SERVER_ARGS)
-        self.open: list[Session] = []
-        self.finished: list[Session] = []  # closed, kept for the message count
+        self.open: list[Link] = []
+        self.finished: list[Link] = []  # closed, kept for the message count
         self.admitted = 0
         self.busy = 0
         self.reasons: Counter[str] = Counter()
@@ -133,22 +130,22 @@ class LiveServerModel(RuleBasedStateMachine):
 
     # -- helpers ----------------------------------------------------------------
 
-    def sessions(self, kind: str, used: bool = False) -> list[Session]:
+    def sessions(self, kind: str, used: bool = False) -> list[Link]:
         return [s for s in self.open if s.kind == kind and (s.sent or not used)]
 
-    def _pick(self, kind: str, index: int, used: bool = False) -> Session:
+    def _pick(self, kind: str, index: int, used: bool = False) -> Link:
         """Closing steps pick sessions that have sent something, so that sessions carry traffic."""
         candidates = self.sessions(kind, used)
         return candidates[index % len(candidates)]
 
-    def _finish(self, session: Session, reason: str, end: str | None = None) -> None:
+    def _finish(self, session: Link, reason: str, end: str | None = None) -> None:
         session.end = end
         self.open.remove(session)
         self.finished.append(session)
         self.reasons[reason] += 1
         session.close_socket()
 
-    def _check_raw(self, session: Session) -> None:
+    def _check_raw(self, session: Link) -> None:
         """Read what the model expects for the bytes sent so far, and the close if one is due."""
         expected = session.expected()
         due = expected.replies[len(session.received) :]
@@ -160,13 +157,10 @@ class LiveServerModel(RuleBasedStateMachine):
             assert rest == b"", f"bytes after the last reply: {rest[:200]!r}"
             self._finish(session, expected.reason)
 
-    def _send_raw(self, session: Session, data: bytes) -> None:
+    def _send_raw(self, session: Link, data: bytes) -> None:
         session.sock.sendall(data)
         session.sent += data
         self._check_raw(session)
-
-    def _stdout(self) -> list[str]:
-        return list(self.server.stdout)
 
     # -- rules --------------------------------------------------------------------
 
@@ -175,10 +169,10 @@ class LiveServerModel(RuleBasedStateMachine):
     @step
     def open_connection(self, kind: str) -> None:
         if kind == RAW:
-            session = Session(RAW, sock=connect(self.server.address, timeout=READ_DEADLINE))
+            session = Link(RAW, sock=connect(self.server.address, timeout=READ_DEADLINE))
         else:
             client = Connection(self.server.host, self.server.port, timeout=READ_DEADLINE).connect()
-            session = Session(CLIENT, client=client)
+            session = Link(CLIENT, client=client)
         self.open.append(session)
         self.admitted += 1
 
@@ -294,7 +288,7 @@ class LiveServerModel(RuleBasedStateMachine):
         messages = sum(s.expected().messages for s in self.open) + self._finished_messages()
 
         def observed() -> tuple[int, Counter[str], int, int]:
-            lines = self._stdout()
+            lines = list(self.server.stdout)
             closed = Counter(m.group(1) for line in lines if (m := _CLOSED_LINE.match(line)))
             return (
                 sum(line.startswith("Connection established with client") for line in lines),

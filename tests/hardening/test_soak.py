@@ -150,6 +150,8 @@ def _locust(server: ServerProcess, csv_prefix: Path, console: IO[str]) -> subpro
             f"tcp://{server.host}:{server.port}",
             "--disconnect-rate",
             "0.05",
+            "--reply-timeout",
+            "60",  # a busy CI machine may be slow; a wrong or lost reply still fails at once
             "--csv",
             str(csv_prefix),
             "--only-summary",

@@ -121,7 +121,7 @@ def mutated_module(module: ModuleType, replacements: list[tuple[str, str]], **ex
     mutant.__dict__.update(extra)
     sys.modules[mutant.__name__] = mutant  # dataclasses look their module up while the class is made
     try:
-        exec(compile(source, f"<mutant of {module.__name__}>", "exec"), mutant.__dict__)  # noqa: S102
+        exec(compile(source, f"<mutant of {module.__name__}>", "exec"), mutant.__dict__)
     finally:
         del sys.modules[mutant.__name__]
     return mutant

@@ -27,7 +27,8 @@ import re
 from collections.abc import Mapping, Sequence
 from string import Template
 
-# The triggers the template below fires (the server's events).
+# The states the template below tests and the triggers it fires (the server's events).
+TEMPLATE_STATES = frozenset({"CONNECTED", "ECHOING", "CLOSING", "CLOSED"})
 TEMPLATE_TRIGGERS = frozenset(
     {"message", "disconnect", "end_of_stream", "line_too_long", "idle_timeout", "shutdown", "flushed", "abort"}
 )
@@ -180,7 +181,6 @@ def promela(
     *,
     nmsg: int = 2,
     idle: bool = True,
-    ltl: bool = True,
 ) -> str:
     """The Promela text for ``transitions`` (``{(source, trigger): dest}``, as ``table()`` gives).
 
@@ -189,8 +189,8 @@ def promela(
     stays in the table, and spin reports its branches unreached.
     """
     triggers = sorted(TEMPLATE_TRIGGERS | {trigger for _, trigger in transitions})
-    if "CLOSED" not in states:
-        raise ValueError("the template needs a CLOSED state")
+    if not TEMPLATE_STATES.issubset(states):
+        raise ValueError(f"the template needs the states {sorted(TEMPLATE_STATES)}")
     for name in (*states, *triggers):
         if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
             raise ValueError(f"{name!r} is not a Promela identifier")
@@ -208,7 +208,7 @@ def promela(
         initial=initial,
         fire_branches="\n".join(branches),
     )
-    return text + _BODY + (_LTL if ltl else "")
+    return text + _BODY + _LTL
 
 
 def fire_lines(text: str) -> dict[int, str]:

@@ -60,6 +60,7 @@ class LineFramer:
             partial += data
             # One byte over the limit may still be the CR of a CRLF.
             if len(partial) > limit + 1 or (len(partial) == limit + 1 and partial[-1] != 0x0D):
+                partial.clear()  # the session closes; hold nothing more (L6)
                 raise LineTooLong(b"", limit)
             return b""
         if partial:
@@ -76,6 +77,7 @@ class LineFramer:
             raise LineTooLong(_before_long_line(block, limit), limit)
         partial += rest
         if len(partial) > limit + 1 or (len(partial) == limit + 1 and partial[-1] != 0x0D):
+            partial.clear()
             raise LineTooLong(block, limit)
         return block
 

@@ -51,21 +51,30 @@ def may_hold_disconnect(text: str) -> bool:
 def incomplete_tail(data: bytes) -> int:
     """Length of an unfinished UTF-8 sequence at the end of ``data`` (0 to 3).
 
-    Only a lead byte followed by fewer continuation bytes than it announces
-    counts; anything else is left to the strict decoder to accept or reject.
+    Only bytes that some character could still complete count: a lead byte
+    C2-F4, its second byte (if already here) in the range that lead allows
+    (E0: A0-BF, F0: 90-BF, F4: 80-8F, others 80-BF), and fewer continuation
+    bytes than the lead announces.  Anything else is left to the strict
+    decoder, which rejects it at once.  (Like CPython's decoder, ED A0-BF, the
+    start of an encoded surrogate, is held and rejected when it completes.)
     """
     end = len(data)
     for back in range(1, min(3, end) + 1):
         byte = data[end - back]
         if byte & 0xC0 == 0x80:  # continuation byte: keep looking for the lead
             continue
-        if byte >= 0xF0:
-            need = 4
-        elif byte >= 0xE0:
-            need = 3
-        elif byte >= 0xC0:
-            need = 2
-        else:
-            return 0
-        return back if back < need and byte <= 0xF4 else 0
+        if byte < 0xC2 or byte > 0xF4:
+            return 0  # ASCII, or a byte no character starts with
+        need = 4 if byte >= 0xF0 else 3 if byte >= 0xE0 else 2
+        if back >= need:
+            return 0  # complete (or too many continuations): the decoder decides
+        if back > 1:
+            low, high = _SECOND_BYTE.get(byte, (0x80, 0xBF))
+            if not low <= data[end - back + 1] <= high:
+                return 0
+        return back
     return 0
+
+
+# Leads whose second byte has a narrower range than 80-BF (RFC 3629, section 4).
+_SECOND_BYTE = {0xE0: (0xA0, 0xBF), 0xF0: (0x90, 0xBF), 0xF4: (0x80, 0x8F)}

@@ -156,10 +156,6 @@ def test_never_holds_a_sequence_that_starts_with_a_continuation_byte():
             assert ending[-held] & 0xC0 == 0xC0, ending
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="incomplete_tail holds bytes no character starts with: C0, C1, E0 80-9F, F0 80-8F, F4 90-BF",
-)
 def test_holds_nothing_the_decoder_rejects():
     wrong = [e for e, held in HELD.items() if not held and incomplete_tail(e)]
     assert wrong == []

@@ -39,7 +39,6 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 from client.connection import Connection, ServerError
 from tests.formal import reference
-from tests.formal.properties import hits_known_eof_bug
 from tests.formal.strategies import any_char, deterministic, disconnect_variants, line_streams
 from tests.serverproc import ServerProcess
 from tests.wire import connect, read_exactly, read_until_closed
@@ -259,8 +258,6 @@ class LiveServerModel(RuleBasedStateMachine):
     def raw_half_close(self, pick: int) -> None:
         """L7: complete messages answered, the unterminated tail answered with no terminator, then the close."""
         session = self._pick(RAW, pick, used=True)
-        if hits_known_eof_bug(bytes(session.sent), MAX_LINE):
-            return  # see properties.hits_known_eof_bug
         session.sock.shutdown(socket.SHUT_WR)
         expected = session.expected(reference.EOF)
         rest = read_until_closed(session.sock, timeout=READ_DEADLINE)

@@ -40,17 +40,10 @@ def test_raw_characters_split_across_reads_wait():
     properties.raw_split_characters_wait(core)()
 
 
-# Known deviations from the spec, found by the properties above.  Each is
-# strict: when the core is fixed the xfail fails, and the workaround named in
-# its reason must go.
+# Two edges the properties above once found the core getting wrong, kept as
+# named regressions.
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="statemachine/session.py end_of_stream() does not apply max_line to the unterminated last message: "
-    "max_line bytes + CR, then end of stream, is echoed instead of refused (L1: that CR is data; L6). "
-    "properties.framing_invariance assumes this case away until it is fixed.",
-)
 def test_a_last_message_one_byte_too_long_is_refused_at_end_of_stream():
     session = properties.new_session(core, core.LINE, max_line=8)
     out = properties.feed(session, [b"y" * 8 + b"\r"], reference.EOF)
@@ -58,12 +51,6 @@ def test_a_last_message_one_byte_too_long_is_refused_at_end_of_stream():
     assert out == b"error: line too long (max 8 bytes)\n"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="statemachine/text.py incomplete_tail() holds bytes no character can start with (E0 80): in raw framing "
-    "the invalid read is answered as if valid and the error goes to the next read (R4, L5). "
-    "properties.raw_reads_are_messages leaves such bytes out of its reads until it is fixed.",
-)
 def test_a_raw_read_ending_in_an_impossible_sequence_is_invalid():
     reads = [b"ok\xe0\x80", b"fine"]
     session = properties.new_session(core, core.RAW)

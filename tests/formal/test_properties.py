@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
-
 from statemachine import session as core
 from tests.formal import properties, reference
 

@@ -29,7 +29,8 @@ _MISSING = [tool for tool, found in (("spin", shutil.which("spin")), ("gcc", shu
 pytestmark = [
     pytest.mark.skipif(
         bool(_MISSING),
-        reason=f"the model check needs {' and '.join(_MISSING)} (Debian packages spin, gcc); `make test` installs them when it runs as root",
+        reason=f"the model check needs {' and '.join(_MISSING)} (Debian packages spin, gcc); "
+        "`make test` installs them when it runs as root",
     ),
     pytest.mark.timeout(300),
 ]

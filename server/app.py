@@ -1,14 +1,20 @@
-"""The server: a listening socket, an acceptor (the main thread) and a fixed pool of workers.
+"""The server: a listening socket, a fixed pool of workers, and the main thread for signals.
 
-The main thread accepts connections and hands each to a worker in turn, so the
-thread count is ``1 + workers`` however many clients there are (S1).  Signals
-are handled here too: the first SIGINT/SIGTERM starts a graceful shutdown
-(L11), a second one exits at once.
+Each worker polls the listening socket beside its connections and accepts for
+itself, as nginx's workers do: a new connection costs no hand-over between
+threads and no extra wake-up.  With several workers the listener is
+registered with ``EPOLLEXCLUSIVE``, so one connection wakes one worker.  The
+thread count is ``1 + workers`` however many clients there are (S1).  The main
+thread only waits for signals: the first SIGINT/SIGTERM starts a graceful
+shutdown (L11), a second one exits at once.
+
+What is shared between workers lives here, under locks: the count of live
+sessions (L10) and the rate of the console's busy and out-of-descriptor
+warnings.
 """
 
 from __future__ import annotations
 
-import errno
 import ipaddress
 import logging
 import os
@@ -27,10 +33,11 @@ from server.worker import Worker
 
 log = logging.getLogger(LOGGER_NAME)
 
-# accept() errors that mean "out of a resource": pause accepting instead of spinning.
-_EXHAUSTED = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
-_ACCEPT_PAUSE = 0.1
-_ACCEPT_BATCH = 64
+# Busy warnings: a burst of this many lines, then one more per second at most;
+# the refusals not logged are counted in the next line (a flood must not make
+# the workers wait on a console nobody reads).
+_BUSY_BURST = 10
+_BUSY_PER_SECOND = 1.0
 # Descriptors the process needs besides its connections (stdio, selectors, wake-ups).
 _FD_RESERVE = 64
 
@@ -53,10 +60,12 @@ class Server:
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
         self._signals = 0
-        self._accept_paused_until: float | None = None
+        self._warn_lock = threading.Lock()
         self._exhausted_logged = False
+        self._busy_tokens = float(_BUSY_BURST)
+        self._busy_refilled = time.monotonic()
+        self._busy_unlogged = 0
         self.workers = [Worker(i, self) for i in range(config.workers)]
-        self._next_worker = 0
 
     # -- start ----------------------------------------------------------------
 
@@ -114,25 +123,17 @@ class Server:
     # -- run ------------------------------------------------------------------
 
     def serve(self) -> int:
-        """Accept until a signal; drain; return the exit status."""
+        """Run the workers until a signal; drain; return the exit status."""
         signal.signal(signal.SIGINT, self._on_signal)
         signal.signal(signal.SIGTERM, self._on_signal)
+        exclusive = len(self.workers) > 1
         for worker in self.workers:
+            worker.listen(self._listener, exclusive)
             worker.start()
         self._selector.register(self._wake_r, selectors.EVENT_READ, "wake")
-        self._selector.register(self._listener, selectors.EVENT_READ, "listen")
         while not self._signals:
-            timeout = None
-            if self._accept_paused_until is not None:
-                timeout = max(0.0, self._accept_paused_until - time.monotonic())
-            for key, _ in self._selector.select(timeout):
-                if key.data == "listen":
-                    self._accept_batch()
-                else:
-                    self._drain_wake()
-            if self._accept_paused_until is not None and time.monotonic() >= self._accept_paused_until:
-                self._accept_paused_until = None
-                self._selector.register(self._listener, selectors.EVENT_READ, "listen")
+            self._selector.select()
+            self._drain_wake()
         return self._shutdown()
 
     def _on_signal(self, signum: int, frame: object) -> None:
@@ -152,53 +153,48 @@ class Server:
         except BlockingIOError:
             pass
 
-    def _accept_batch(self) -> None:
-        for _ in range(_ACCEPT_BATCH):
-            try:
-                sock, peer = self._listener.accept()
-            except BlockingIOError:
-                return
-            except OSError as exc:
-                if exc.errno in _EXHAUSTED:
-                    self._pause_accepting(exc)
-                    return
-                continue  # the client gave up before we accepted (ECONNABORTED, ...)
-            self._exhausted_logged = False
-            self._admit(sock, peer)
-
-    def _pause_accepting(self, exc: OSError) -> None:
-        """Out of descriptors or memory: stop polling the listener for a moment instead of spinning."""
-        if not self._exhausted_logged:
-            log.warning("cannot accept connections: %s; retrying", (exc.strerror or str(exc)).lower())
-            self._exhausted_logged = True
-        self._selector.unregister(self._listener)
-        self._accept_paused_until = time.monotonic() + _ACCEPT_PAUSE
-
-    def _admit(self, sock: socket.socket, peer: object) -> None:
-        worker = self.workers[self._next_worker]
-        self._next_worker = (self._next_worker + 1) % len(self.workers)
-        with self._live_lock:
-            admitted = self._live < self.config.max_connections
-            if admitted:
-                self._live += 1
-        if not admitted:
-            log.warning(self.texts.busy.format(peer=peer))
-        worker.hand(sock, peer, admitted)
-
     # -- bookkeeping called by workers ----------------------------------------
+
+    def admit(self, peer: object) -> bool:
+        """A connection was accepted: True makes it a session, False refuses it as busy (L10)."""
+        with self._live_lock:
+            if self._live < self.config.max_connections:
+                self._live += 1
+                admitted = True
+            else:
+                admitted = False
+        if not admitted:
+            self._warn_busy(peer)
+        return admitted
 
     def session_ended(self) -> None:
         with self._live_lock:
             self._live -= 1
 
-    def socket_closed(self) -> None:
-        """A descriptor was freed: if accepting is paused for want of one, retry now."""
-        if self._accept_paused_until is not None:
-            self._accept_paused_until = 0.0
-            try:
-                self._wake_w.send(b"\0")
-            except OSError:
-                pass  # the acceptor is awake already
+    def _warn_busy(self, peer: object) -> None:
+        now = time.monotonic()
+        with self._warn_lock:
+            self._busy_tokens = min(_BUSY_BURST, self._busy_tokens + (now - self._busy_refilled) * _BUSY_PER_SECOND)
+            self._busy_refilled = now
+            if self._busy_tokens < 1.0:
+                self._busy_unlogged += 1
+                return
+            self._busy_tokens -= 1.0
+            unlogged, self._busy_unlogged = self._busy_unlogged, 0
+        if unlogged:
+            log.warning(self.texts.busy_unlogged.format(count=unlogged))
+        log.warning(self.texts.busy.format(peer=peer))
+
+    def accept_failed(self, exc: OSError) -> None:
+        """Out of descriptors or memory (the worker pauses accepting): say so once until it recovers."""
+        with self._warn_lock:
+            if self._exhausted_logged:
+                return
+            self._exhausted_logged = True
+        log.warning("cannot accept connections: %s; retrying", (exc.strerror or str(exc)).lower())
+
+    def accept_recovered(self) -> None:
+        self._exhausted_logged = False
 
     @property
     def live_sessions(self) -> int:
@@ -209,12 +205,18 @@ class Server:
     def _shutdown(self) -> int:
         log.info(self.texts.shutting_down)
         self._selector.close()
-        self._listener.close()
         for worker in self.workers:
             worker.request_stop()
         deadline = time.monotonic() + self.config.drain_timeout + 5.0
+        for worker in self.workers:  # none may be inside accept() when the listener closes
+            worker.not_accepting.wait(max(0.0, deadline - time.monotonic()))
+        self._listener.close()  # new clients are refused by the kernel from now on
         for worker in self.workers:
             worker.join(max(0.0, deadline - time.monotonic()))
+        with self._warn_lock:
+            unlogged, self._busy_unlogged = self._busy_unlogged, 0
+        if unlogged:
+            log.warning(self.texts.busy_unlogged.format(count=unlogged))
         log.info(self.texts.stopped)
         sys.stdout.flush()
         return 0

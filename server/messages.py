@@ -16,6 +16,7 @@ class Texts:
     disconnect: str
     closed: str
     busy: str
+    busy_unlogged: str
     shutting_down: str
     stopped: str
     forced: str
@@ -29,6 +30,7 @@ SPANISH = Texts(
     disconnect="El cliente {peer} solicita desconexión.",
     closed="Conexión cerrada con el cliente {peer} ({reason})",
     busy="Servidor ocupado: conexión rechazada de {peer}",
+    busy_unlogged="Servidor ocupado: {count} conexiones más rechazadas sin anotarlas aquí",
     shutting_down="Cerrando el servidor: no se aceptan más conexiones",
     stopped="Servidor detenido",
     forced="Segunda señal: salida inmediata",
@@ -42,6 +44,7 @@ ENGLISH = Texts(
     disconnect="Client {peer} asks to disconnect.",
     closed="Connection closed with client {peer} ({reason})",
     busy="Server busy: connection refused from {peer}",
+    busy_unlogged="Server busy: {count} more connections refused and not logged",
     shutting_down="Shutting down: no longer accepting connections",
     stopped="Server stopped",
     forced="Second signal: exiting at once",

@@ -20,7 +20,8 @@ class Poller:
     """``register``/``modify``/``unregister`` a descriptor; ``poll(seconds)`` -> [(fd, events)]."""
 
     def __init__(self) -> None:
-        if hasattr(select, "epoll"):
+        self.is_epoll = hasattr(select, "epoll")
+        if self.is_epoll:
             self._poller = select.epoll()
             self._scale = 1.0
             self._infinite = -1.0

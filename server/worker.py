@@ -1,7 +1,8 @@
 """An event-loop thread that owns many connections (Netty's event loop, nginx's worker).
 
-Each worker has its own poller and its own connections; the acceptor hands
-it new sockets through a queue and a wake-up socket.  All protocol decisions
+Each worker has its own poller and its own connections, and accepts its own
+new connections from the listening socket it polls with them (see
+:mod:`server.app`).  All protocol decisions
 are the session's (:mod:`statemachine.session`); the worker moves bytes, keeps
 the clocks and carries out what a state asks for:
 
@@ -15,14 +16,15 @@ the clocks and carries out what a state asks for:
 
 from __future__ import annotations
 
+import errno
 import heapq
 import itertools
 import logging
+import select
 import socket
 import struct
 import threading
 import time
-from collections import deque
 from typing import TYPE_CHECKING
 
 from server.logs import LOGGER_NAME, escape
@@ -41,6 +43,12 @@ _BUSY_LINE = ERROR_BUSY.encode() + b"\n"
 _RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends a reset
 # On shutdown, read at most this much more from a socket before the notice.
 _SHUTDOWN_READS = 64
+# Connections accepted per wake-up before the connections' own events get a turn.
+_ACCEPT_BATCH = 64
+# accept() errors that mean "out of a resource": stop polling the listener for
+# a moment (or until this worker frees a descriptor) instead of spinning.
+_EXHAUSTED = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
+_ACCEPT_PAUSE = 0.1
 
 log = logging.getLogger(LOGGER_NAME)
 
@@ -79,9 +87,14 @@ class Worker(threading.Thread):
         self._wake_w.setblocking(False)
         self._wake_fd = self._wake_r.fileno()
         self.poller.register(self._wake_fd, _READ)
-        self._inbox: deque[tuple[socket.socket, object, bool]] = deque()
-        self._wake_lock = threading.Lock()
-        self._wake_pending = False
+        self._listener: socket.socket | None = None
+        self._listen_fd = -1
+        self._listen_mask = 0
+        self._listening = False
+        self._accept_resume_at: float | None = None  # paused for want of descriptors
+        self._accept_failed = False
+        #: set once this worker will not call accept() again (shutdown, or the loop ended)
+        self.not_accepting = threading.Event()
         self._stop_requested = False
         self._stopping = False
         self._hard_deadline: float | None = None
@@ -93,20 +106,16 @@ class Worker(threading.Thread):
 
     # -- called from other threads --------------------------------------------
 
-    def hand(self, sock: socket.socket, peer: object, admitted: bool = True) -> None:
-        """Give this worker a new socket; ``admitted=False`` means refused as busy."""
-        self._inbox.append((sock, peer, admitted))
-        self._wake()
+    def listen(self, listener: socket.socket, exclusive: bool) -> None:
+        """Accept from ``listener`` (non-blocking); ``exclusive``: one wake-up per connection among workers."""
+        self._listener = listener
+        self._listen_fd = listener.fileno()
+        self._listen_mask = _READ | (getattr(select, "EPOLLEXCLUSIVE", 0) if exclusive and self.poller.is_epoll else 0)
+        self.poller.register(self._listen_fd, self._listen_mask)
+        self._listening = True
 
     def request_stop(self) -> None:
         self._stop_requested = True
-        self._wake()
-
-    def _wake(self) -> None:
-        with self._wake_lock:
-            if self._wake_pending:
-                return
-            self._wake_pending = True
         try:
             self._wake_w.send(b"\0")
         except BlockingIOError:
@@ -118,32 +127,38 @@ class Worker(threading.Thread):
         poll = self.poller.poll
         conns = self.conns
         wake_fd = self._wake_fd
+        listen_fd = self._listen_fd
         monotonic = time.monotonic
         readable = _READ | _ERROR
         writable = _WRITE | _ERROR
         try:
             while True:
-                events = poll(self._next_timeout() if self._timers or self._stopping else None)
+                timed = self._timers or self._stopping or self._accept_resume_at is not None
+                events = poll(self._next_timeout() if timed else None)
                 now = monotonic()
                 for fd, mask in events:
-                    if fd == wake_fd:
-                        self._take_inbox(now)
-                        continue
                     conn = conns.get(fd)
                     if conn is None:
-                        continue  # closed earlier in this round
+                        if fd == listen_fd:
+                            self._accept(now)
+                        elif fd == wake_fd:
+                            self._on_wake(now)
+                        continue  # or closed earlier in this round
                     if mask & readable:
                         self._on_readable(conn, now)
                     if mask & writable and conn.out and conn.sock is not None:
                         self._on_writable(conn, now)
                 if self._timers and self._timers[0][0] <= now:
                     self._run_timers(now)
+                if self._accept_resume_at is not None and now >= self._accept_resume_at:
+                    self._resume_accepting()
                 if self._stopping and (not self.conns or now >= self._hard_deadline):
                     break
         except Exception:
             log.exception("worker %s failed", self.name)
             raise
         finally:
+            self.not_accepting.set()
             for conn in list(self.conns.values()):
                 self._abort(conn)
             self.poller.close()
@@ -156,23 +171,57 @@ class Worker(threading.Thread):
             deadlines.append(self._timers[0][0])
         if self._stopping:
             deadlines.append(self._hard_deadline)
+        if self._accept_resume_at is not None:
+            deadlines.append(self._accept_resume_at)
         if not deadlines:
             return None
         return max(0.0, min(deadlines) - time.monotonic())
 
-    def _take_inbox(self, now: float) -> None:
-        with self._wake_lock:
-            self._wake_pending = False
-            try:
-                while self._wake_r.recv(4096):
-                    pass
-            except BlockingIOError:
+    def _on_wake(self, now: float) -> None:
+        try:
+            while self._wake_r.recv(4096):
                 pass
-        while self._inbox:
-            sock, peer, admitted = self._inbox.popleft()
-            self._adopt(sock, peer, admitted, now)
+        except BlockingIOError:
+            pass
         if self._stop_requested and not self._stopping:
             self._begin_shutdown(now)
+
+    # -- accepting ------------------------------------------------------------
+
+    def _accept(self, now: float) -> None:
+        accept = self._listener.accept
+        admit = self.server.admit
+        for _ in range(_ACCEPT_BATCH):
+            try:
+                sock, peer = accept()
+            except (BlockingIOError, InterruptedError):
+                return  # another worker took it, or the backlog is empty
+            except OSError as exc:
+                if exc.errno in _EXHAUSTED:
+                    self._pause_accepting(exc, now)
+                    return
+                continue  # the client gave up before we accepted (ECONNABORTED, ...)
+            if self._accept_failed:
+                self._accept_failed = False
+                self.server.accept_recovered()
+            self._adopt(sock, peer, admit(peer), now)
+
+    def _pause_accepting(self, exc: OSError, now: float) -> None:
+        self.server.accept_failed(exc)
+        self._accept_failed = True
+        self._stop_polling_listener()
+        self._accept_resume_at = now + _ACCEPT_PAUSE
+
+    def _resume_accepting(self) -> None:
+        self._accept_resume_at = None
+        if not self._stopping and not self._listening:
+            self.poller.register(self._listen_fd, self._listen_mask)
+            self._listening = True
+
+    def _stop_polling_listener(self) -> None:
+        if self._listening:
+            self.poller.unregister(self._listen_fd)
+            self._listening = False
 
     def _adopt(self, sock: socket.socket, peer: object, admitted: bool, now: float) -> None:
         sock.setblocking(False)
@@ -343,7 +392,8 @@ class Worker(threading.Thread):
         conn.out = bytearray()
         del self.conns[conn.fd]
         sock.close()
-        self.server.socket_closed()
+        if self._accept_resume_at is not None:
+            self._accept_resume_at = 0.0  # a descriptor is free: try accepting again now
 
     # -- timers (idle timeout, drain time, lingering) -------------------------
 
@@ -405,6 +455,9 @@ class Worker(threading.Thread):
 
     def _begin_shutdown(self, now: float) -> None:
         self._stopping = True
+        self._stop_polling_listener()  # L11: stop accepting; the server then closes the listener
+        self._accept_resume_at = None
+        self.not_accepting.set()
         self._hard_deadline = now + self.drain
         for conn in list(self.conns.values()):
             if conn.sock is not None and conn.session is not None and conn.session.is_open:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import resource
 import selectors
 import socket
@@ -55,6 +56,26 @@ def test_connections_over_the_limit_get_the_busy_line_and_leave_nothing_behind(s
     wait_until(lambda: open_fds(srv) <= fds_idle, 30, "every held session is closed")
     for sock in hold_sessions(srv.address, limit):
         sock.close()
+
+
+def test_a_flood_of_refusals_cannot_flood_the_console_and_every_one_is_counted(start_server):
+    refused = 200
+    srv = start_server("-q", "--lang", "en", "--max-connections", "1")
+    (held,) = hold_sessions(srv.address, 1)
+    try:
+        for i in range(refused):
+            with connect(srv.address, timeout=30) as sock:
+                assert read_until_closed(sock) == BUSY, f"refused connection {i}"
+    finally:
+        held.close()
+    assert srv.stop() == 0
+    one = [line for line in srv.stderr if "Server busy: connection refused from" in line]
+    summaries = [re.search(r"Server busy: (\d+) more connections refused and not logged", line) for line in srv.stderr]
+    unlogged = sum(int(m.group(1)) for m in summaries if m)
+    # a burst of 10 lines, then at most one a second: 200 refusals within the test's
+    # timeout cannot all be logged one by one, and the summaries account for the rest
+    assert unlogged > 0 and len(one) < refused, srv.stderr[-5:]
+    assert len(one) + unlogged == refused, srv.stderr[-5:]
 
 
 def test_running_out_of_descriptors_pauses_accepting_without_spinning_and_recovers(start_server):

@@ -385,9 +385,11 @@ class Worker(threading.Thread):
         sock = conn.sock
         if sock is None:
             return
-        if conn.mask:
+        # No epoll_ctl(DEL): closing the only descriptor of a socket removes it from
+        # the epoll set.  (poll() has no set to leave.)
+        if conn.mask and not self.poller.is_epoll:
             self.poller.unregister(conn.fd)
-            conn.mask = 0
+        conn.mask = 0
         conn.sock = None
         conn.out = bytearray()
         del self.conns[conn.fd]

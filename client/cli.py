@@ -7,17 +7,12 @@ import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, NoReturn
+from typing import Any
 
 from client import exitcodes
 from client.connection import DEFAULT_HOST, DEFAULT_PORT, DEFAULT_TIMEOUT, DEFAULT_WINDOW
 from client.messages import LANGS
-
-ENV_PREFIX = "UPPERECHO_"
-
-
-class UsageError(Exception):
-    """A flag or environment variable has a value we cannot use (exit status 2)."""
+from server.options import ENV_PREFIX, Parser, UsageError, bounded, from_env, host
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,27 +26,6 @@ class Config:
     window: int = DEFAULT_WINDOW
 
 
-def _number(kind: Callable[[str], Any], low: float, high: float | None = None) -> Callable[[str], Any]:
-    def convert(text: str) -> Any:
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-        if value != value or value < low or (high is not None and value > high):  # NaN, range
-            bounds = f"between {low} and {high}" if high is not None else f"at least {low}"
-            raise argparse.ArgumentTypeError(f"must be {bounds}, got {text!r}")
-        return value
-
-    convert.__name__ = kind.__name__
-    return convert
-
-
-def _host(text: str) -> str:
-    if not text.strip():
-        raise argparse.ArgumentTypeError("must not be empty")
-    return text.strip()
-
-
 def _lang(text: str) -> str:
     if text not in LANGS:
         raise argparse.ArgumentTypeError(f"must be one of {', '.join(LANGS)}, got {text!r}")
@@ -60,20 +34,15 @@ def _lang(text: str) -> str:
 
 # The options that an UPPERECHO_<NAME> environment variable can also set.
 _ENV_OPTIONS: dict[str, tuple[Callable[[str], Any], Any]] = {
-    "host": (_host, DEFAULT_HOST),
-    "port": (_number(int, 1, 65535), DEFAULT_PORT),
-    "timeout": (_number(float, 0), DEFAULT_TIMEOUT),
+    "host": (host, DEFAULT_HOST),
+    "port": (bounded(int, 1, 65535), DEFAULT_PORT),
+    "timeout": (bounded(float, 0), DEFAULT_TIMEOUT),
     "lang": (_lang, "es"),
 }
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        raise UsageError(message)
-
-
-def _parser() -> _Parser:
-    parser = _Parser(
+def _parser() -> Parser:
+    parser = Parser(
         prog="python -m client",
         description="upperecho client.\n"
         "With a terminal on standard input and no --file: the interactive console.\n"
@@ -99,7 +68,7 @@ def _parser() -> _Parser:
     )
     parser.add_argument(
         "--window",
-        type=_number(int, 1),
+        type=bounded(int, 1),
         help=f"with --pipeline: most messages unanswered at a time (default {DEFAULT_WINDOW})",
     )
     return parser
@@ -114,10 +83,7 @@ def parse(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None =
         value = getattr(args, name)
         variable = ENV_PREFIX + name.upper()
         if value is None and variable in environ:
-            try:
-                value = convert(environ[variable])
-            except argparse.ArgumentTypeError as exc:
-                raise UsageError(f"{variable}: {exc}") from None
+            value = from_env(variable, environ[variable], convert)
         values[name] = default if value is None else value
     if values["timeout"] == 0:
         values["timeout"] = None

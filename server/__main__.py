@@ -5,8 +5,9 @@ from __future__ import annotations
 import sys
 
 from server.app import Server, StartError
-from server.config import UsageError, parse
+from server.config import parse
 from server.logs import setup
+from server.options import UsageError
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -2,27 +2,22 @@
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, NoReturn
+from typing import Any
 
 from server.logs import LEVELS
 from server.messages import LANGS
+from server.options import ENV_PREFIX, Parser, bounded, from_env, host
 from statemachine.session import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_LINE, FRAMINGS, Limits
 
-ENV_PREFIX = "UPPERECHO_"
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 5000
 DEFAULT_MAX_CONNECTIONS = 10000
 DEFAULT_DRAIN_TIMEOUT = 5.0
 DEFAULT_OUTPUT_LIMIT = 1 << 20
-
-
-class UsageError(Exception):
-    """A flag or environment variable has a value we cannot use (exit status 2)."""
 
 
 def default_workers() -> int:
@@ -51,50 +46,29 @@ class Config:
         return Limits(framing=self.framing, max_line=self.max_line, idle_timeout=self.idle_timeout)
 
 
-def _bounded(kind: Callable[[str], Any], low: float, high: float | None = None) -> Callable[[str], Any]:
-    def convert(text: str) -> Any:
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-        if value != value or value < low or (high is not None and value > high):  # NaN, range
-            bounds = f"between {low} and {high}" if high is not None else f"at least {low}"
-            raise argparse.ArgumentTypeError(f"must be {bounds}, got {text!r}")
-        return value
-
-    convert.__name__ = kind.__name__
-    return convert
-
-
-def _host(text: str) -> str:
-    if not text.strip():
-        raise argparse.ArgumentTypeError("must not be empty")
-    return text.strip()
-
-
 # name, converter, default, help; the environment variable is UPPERECHO_<NAME>
 _OPTIONS: list[tuple[str, Callable[[str], Any], Any, str, Sequence[str] | None]] = [
-    ("host", _host, DEFAULT_HOST, "address to listen on (default %(default)s)", None),
-    ("port", _bounded(int, 0, 65535), DEFAULT_PORT, "TCP port; 0 picks a free one (default %(default)s)", None),
-    ("workers", _bounded(int, 1, 256), None, "event-loop threads (default: 1 under the GIL, else one per core)", None),
+    ("host", host, DEFAULT_HOST, "address to listen on (default %(default)s)", None),
+    ("port", bounded(int, 0, 65535), DEFAULT_PORT, "TCP port; 0 picks a free one (default %(default)s)", None),
+    ("workers", bounded(int, 1, 256), None, "event-loop threads (default: 1 under the GIL, else one per core)", None),
     (
         "max-connections",
-        _bounded(int, 1),
+        bounded(int, 1),
         DEFAULT_MAX_CONNECTIONS,
         "open sessions before 'server busy' (default %(default)s)",
         None,
     ),
-    ("max-line", _bounded(int, 1), DEFAULT_MAX_LINE, "longest message in bytes (default %(default)s)", None),
+    ("max-line", bounded(int, 1), DEFAULT_MAX_LINE, "longest message in bytes (default %(default)s)", None),
     (
         "idle-timeout",
-        _bounded(float, 0),
+        bounded(float, 0),
         DEFAULT_IDLE_TIMEOUT,
         "seconds without input before closing; 0 = off (default %(default)s)",
         None,
     ),
     (
         "drain-timeout",
-        _bounded(float, 0),
+        bounded(float, 0),
         DEFAULT_DRAIN_TIMEOUT,
         "seconds to finish closing and to shut down (default %(default)s)",
         None,
@@ -105,13 +79,8 @@ _OPTIONS: list[tuple[str, Callable[[str], Any], Any, str, Sequence[str] | None]]
 ]
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        raise UsageError(message)
-
-
-def _parser() -> _Parser:
-    parser = _Parser(
+def _parser() -> Parser:
+    parser = Parser(
         prog="python -m server",
         description="upperecho: answers every line in upper case; DESCONEXION ends the session.",
         epilog=f"Every option can also be set with an environment variable, e.g. {ENV_PREFIX}PORT=5001; "
@@ -134,7 +103,7 @@ def parse(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None =
         if value is None:
             variable = ENV_PREFIX + attr.upper()
             if variable in environ:
-                value = _from_env(variable, environ[variable], convert, choices)
+                value = from_env(variable, environ[variable], convert, choices)
             else:
                 value = default
         values[attr] = value
@@ -143,13 +112,3 @@ def parse(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None =
     if args.quiet:
         values["log_level"] = "warning"
     return Config(**values)
-
-
-def _from_env(variable: str, text: str, convert: Callable[[str], Any], choices: Sequence[str] | None) -> Any:
-    try:
-        value = convert(text)
-    except argparse.ArgumentTypeError as exc:
-        raise UsageError(f"{variable}: {exc}") from None
-    if choices is not None and value not in choices:
-        raise UsageError(f"{variable}: must be one of {', '.join(choices)}, got {text!r}")
-    return value

@@ -1,0 +1,59 @@
+"""Flags and ``UPPERECHO_*`` variables: what the server's and the client's command lines share.
+
+Both read a flag first, then its environment variable, then the default, and
+report a bad value as one :class:`UsageError` line (exit status 2), never a
+traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable, Sequence
+from typing import Any, NoReturn
+
+ENV_PREFIX = "UPPERECHO_"
+
+
+class UsageError(Exception):
+    """A flag or environment variable has a value we cannot use (exit status 2)."""
+
+
+class Parser(argparse.ArgumentParser):
+    """An argument parser that raises :class:`UsageError` instead of exiting."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(message)
+
+
+def bounded(kind: Callable[[str], Any], low: float, high: float | None = None) -> Callable[[str], Any]:
+    """A converter to ``kind`` that accepts only ``low`` <= value (<= ``high``)."""
+
+    def convert(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if value != value or value < low or (high is not None and value > high):  # NaN, range
+            bounds = f"between {low} and {high}" if high is not None else f"at least {low}"
+            raise argparse.ArgumentTypeError(f"must be {bounds}, got {text!r}")
+        return value
+
+    convert.__name__ = kind.__name__
+    return convert
+
+
+def host(text: str) -> str:
+    if not text.strip():
+        raise argparse.ArgumentTypeError("must not be empty")
+    return text.strip()
+
+
+def from_env(variable: str, text: str, convert: Callable[[str], Any], choices: Sequence[str] | None = None) -> Any:
+    """The value of environment ``variable``, converted and checked as its flag would be."""
+    try:
+        value = convert(text)
+    except argparse.ArgumentTypeError as exc:
+        raise UsageError(f"{variable}: {exc}") from None
+    if choices is not None and value not in choices:
+        raise UsageError(f"{variable}: must be one of {', '.join(choices)}, got {text!r}")
+    return value

@@ -264,6 +264,13 @@ class Worker(threading.Thread):
             if not data:  # the client finished; the lingering close is done
                 self._close(conn)
             return
+        if self._feed(conn, session, data, now) and session.state == CLOSING:
+            self._on_closing(conn, now)
+
+    def _feed(self, conn: Conn, session: Session, data: bytes, now: float) -> bool:
+        """Give the session what was read (``b""``: end of stream) and send its answer.
+
+        Returns False when the connection is gone (a write error aborted it)."""
         if data:
             out = session.receive(data, now)
         else:
@@ -271,10 +278,7 @@ class Worker(threading.Thread):
             out = session.end_of_stream()
         if out:
             self._send(conn, out)
-            if conn.sock is None:
-                return
-        if session.state == CLOSING:
-            self._on_closing(conn, now)
+        return conn.sock is not None
 
     def _log_message(self, text: str, reply: str) -> None:
         log.info(self.texts.received.format(text=escape(text)))
@@ -478,15 +482,8 @@ class Worker(threading.Thread):
             except OSError:
                 self._abort(conn)
                 return
-            if data:
-                out = session.receive(data, now)
-            else:
-                conn.eof = True
-                out = session.end_of_stream()
-            if out:
-                self._send(conn, out)
-                if conn.sock is None:
-                    return
+            if not self._feed(conn, session, data, now):
+                return
         if session.is_open:
             self._send(conn, session.shutdown())
             if conn.sock is None:

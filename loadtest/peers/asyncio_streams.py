@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import signal
+from collections.abc import Awaitable
 
-from loadtest.peers.common import BACKLOG, announce, answer, parse_args
+from loadtest.peers.common import BACKLOG, answer, serve_until_signalled
 
 
 async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -27,17 +27,9 @@ async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> 
             pass
 
 
-async def main() -> None:
-    args = parse_args(__doc__)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
-    server = await asyncio.start_server(handle, args.host, args.port, backlog=BACKLOG)
-    announce("P1 asyncio streams", server.sockets[0].getsockname())
-    async with server:
-        await stop.wait()
+def start(host: str, port: int) -> Awaitable[asyncio.AbstractServer]:
+    return asyncio.start_server(handle, host, port, backlog=BACKLOG)
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    asyncio.run(serve_until_signalled("P1 asyncio streams", __doc__, start))

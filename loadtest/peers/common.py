@@ -9,6 +9,9 @@ the disconnect word is the project's own (``statemachine.text``).
 from __future__ import annotations
 
 import argparse
+import asyncio
+import signal
+from collections.abc import Awaitable, Callable
 
 from statemachine.text import is_disconnect
 
@@ -26,6 +29,21 @@ def parse_args(description: str) -> argparse.Namespace:
 def announce(name: str, address: tuple) -> None:
     """The first stdout line names the address, as our server's does, so launchers can read it back."""
     print(f"{name} listening on {address[0]}:{address[1]}", flush=True)
+
+
+async def serve_until_signalled(
+    name: str, description: str, start: Callable[[str, int], Awaitable[asyncio.AbstractServer]]
+) -> None:
+    """The asyncio peers' main: read the flags, ``start(host, port)``, announce, serve until SIGINT/SIGTERM."""
+    args = parse_args(description)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    server = await start(args.host, args.port)
+    announce(name, server.sockets[0].getsockname())
+    async with server:
+        await stop.wait()
 
 
 def answer(line: bytes, terminated: bool = True) -> tuple[bytes, bool]:

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import signal
+from collections.abc import Awaitable
 
 import uvloop
 
-from loadtest.peers.common import BACKLOG, announce, answer, parse_args
+from loadtest.peers.common import BACKLOG, answer, serve_until_signalled
 
 
 class LineEcho(asyncio.Protocol):
@@ -41,17 +41,9 @@ class LineEcho(asyncio.Protocol):
         self.transport.resume_reading()
 
 
-async def main() -> None:
-    args = parse_args(__doc__)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
-    server = await loop.create_server(LineEcho, args.host, args.port, backlog=BACKLOG)
-    announce("P2 uvloop protocol", server.sockets[0].getsockname())
-    async with server:
-        await stop.wait()
+def start(host: str, port: int) -> Awaitable[asyncio.AbstractServer]:
+    return asyncio.get_running_loop().create_server(LineEcho, host, port, backlog=BACKLOG)
 
 
 if __name__ == "__main__":
-    uvloop.run(main())
+    uvloop.run(serve_until_signalled("P2 uvloop protocol", __doc__, start))

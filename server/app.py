@@ -19,7 +19,6 @@ import ipaddress
 import logging
 import os
 import resource
-import selectors
 import signal
 import socket
 import sys
@@ -55,9 +54,8 @@ class Server:
         self._live = 0
         self._live_lock = threading.Lock()
         self._listener: socket.socket | None = None
-        self._selector = selectors.DefaultSelector()
+        # The signal handler writes to _wake_w; the main thread sleeps in a read of _wake_r.
         self._wake_r, self._wake_w = socket.socketpair()
-        self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
         self._signals = 0
         self._warn_lock = threading.Lock()
@@ -130,10 +128,8 @@ class Server:
         for worker in self.workers:
             worker.listen(self._listener, exclusive)
             worker.start()
-        self._selector.register(self._wake_r, selectors.EVENT_READ, "wake")
         while not self._signals:
-            self._selector.select()
-            self._drain_wake()
+            self._wake_r.recv(64)
         return self._shutdown()
 
     def _on_signal(self, signum: int, frame: object) -> None:
@@ -144,19 +140,14 @@ class Server:
         try:
             self._wake_w.send(b"\0")
         except OSError:
-            pass  # the loop is awake already
-
-    def _drain_wake(self) -> None:
-        try:
-            while self._wake_r.recv(4096):
-                pass
-        except BlockingIOError:
-            pass
+            pass  # a wake-up is already waiting
 
     # -- bookkeeping called by workers ----------------------------------------
 
     def admit(self, peer: object) -> bool:
         """A connection was accepted: True makes it a session, False refuses it as busy (L10)."""
+        if self._exhausted_logged:  # accepting works again: a later failure is news
+            self._exhausted_logged = False
         with self._live_lock:
             if self._live < self.config.max_connections:
                 self._live += 1
@@ -193,18 +184,10 @@ class Server:
             self._exhausted_logged = True
         log.warning("cannot accept connections: %s; retrying", (exc.strerror or str(exc)).lower())
 
-    def accept_recovered(self) -> None:
-        self._exhausted_logged = False
-
-    @property
-    def live_sessions(self) -> int:
-        return self._live
-
     # -- stop -----------------------------------------------------------------
 
     def _shutdown(self) -> int:
         log.info(self.texts.shutting_down)
-        self._selector.close()
         for worker in self.workers:
             worker.request_stop()
         deadline = time.monotonic() + self.config.drain_timeout + 5.0

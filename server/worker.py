@@ -20,7 +20,6 @@ import errno
 import heapq
 import itertools
 import logging
-import select
 import socket
 import struct
 import threading
@@ -90,9 +89,9 @@ class Worker(threading.Thread):
         self._listener: socket.socket | None = None
         self._listen_fd = -1
         self._listen_mask = 0
-        self._listening = False
-        self._accept_resume_at: float | None = None  # paused for want of descriptors
-        self._accept_failed = False
+        # Set while accepting is paused for want of descriptors (the listener is
+        # then out of the poller); None while accepting, and after shutdown.
+        self._accept_resume_at: float | None = None
         #: set once this worker will not call accept() again (shutdown, or the loop ended)
         self.not_accepting = threading.Event()
         self._stop_requested = False
@@ -110,9 +109,8 @@ class Worker(threading.Thread):
         """Accept from ``listener`` (non-blocking); ``exclusive``: one wake-up per connection among workers."""
         self._listener = listener
         self._listen_fd = listener.fileno()
-        self._listen_mask = _READ | (getattr(select, "EPOLLEXCLUSIVE", 0) if exclusive and self.poller.is_epoll else 0)
+        self._listen_mask = _READ | (self.poller.EXCLUSIVE if exclusive else 0)
         self.poller.register(self._listen_fd, self._listen_mask)
-        self._listening = True
 
     def request_stop(self) -> None:
         self._stop_requested = True
@@ -133,8 +131,7 @@ class Worker(threading.Thread):
         writable = _WRITE | _ERROR
         try:
             while True:
-                timed = self._timers or self._stopping or self._accept_resume_at is not None
-                events = poll(self._next_timeout() if timed else None)
+                events = poll(self._next_timeout())
                 now = monotonic()
                 for fd, mask in events:
                     conn = conns.get(fd)
@@ -201,27 +198,16 @@ class Worker(threading.Thread):
                     self._pause_accepting(exc, now)
                     return
                 continue  # the client gave up before we accepted (ECONNABORTED, ...)
-            if self._accept_failed:
-                self._accept_failed = False
-                self.server.accept_recovered()
             self._adopt(sock, peer, admit(peer), now)
 
     def _pause_accepting(self, exc: OSError, now: float) -> None:
         self.server.accept_failed(exc)
-        self._accept_failed = True
-        self._stop_polling_listener()
+        self.poller.unregister(self._listen_fd)
         self._accept_resume_at = now + _ACCEPT_PAUSE
 
     def _resume_accepting(self) -> None:
         self._accept_resume_at = None
-        if not self._stopping and not self._listening:
-            self.poller.register(self._listen_fd, self._listen_mask)
-            self._listening = True
-
-    def _stop_polling_listener(self) -> None:
-        if self._listening:
-            self.poller.unregister(self._listen_fd)
-            self._listening = False
+        self.poller.register(self._listen_fd, self._listen_mask)
 
     def _adopt(self, sock: socket.socket, peer: object, admitted: bool, now: float) -> None:
         sock.setblocking(False)
@@ -389,11 +375,9 @@ class Worker(threading.Thread):
         sock = conn.sock
         if sock is None:
             return
-        # No epoll_ctl(DEL): closing the only descriptor of a socket removes it from
-        # the epoll set.  (poll() has no set to leave.)
-        if conn.mask and not self.poller.is_epoll:
-            self.poller.unregister(conn.fd)
-        conn.mask = 0
+        if conn.mask:
+            self.poller.forget(conn.fd)
+            conn.mask = 0
         conn.sock = None
         conn.out = bytearray()
         del self.conns[conn.fd]
@@ -461,7 +445,8 @@ class Worker(threading.Thread):
 
     def _begin_shutdown(self, now: float) -> None:
         self._stopping = True
-        self._stop_polling_listener()  # L11: stop accepting; the server then closes the listener
+        if self._accept_resume_at is None:  # L11: stop accepting; the server then closes the listener
+            self.poller.unregister(self._listen_fd)
         self._accept_resume_at = None
         self.not_accepting.set()
         self._hard_deadline = now + self.drain

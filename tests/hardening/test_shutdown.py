@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import selectors
 import signal
+import socket
 import time
 from collections.abc import Callable
 
 import pytest
 
-from tests.hardening.harness import MiB, peak_rss, push_until_stalled, report
-from tests.wire import connect
+from tests.hardening.harness import MiB, peak_rss, push_until_stalled, report, wait_until
+from tests.wire import connect, read_exactly
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -171,4 +172,27 @@ def test_sigterm_with_stuck_writers_keeps_the_output_bound(start_server):
     finally:
         for sock in stuck:
             sock.close()
+    assert srv.wait(timeout=30) == 0
+
+
+def test_sigterm_stops_accepting_while_the_drain_goes_on(start_server):
+    srv = start_server("-q", "--drain-timeout", "60")
+
+    def refused() -> bool:
+        try:
+            probe = socket.create_connection(srv.address, timeout=5)
+        except ConnectionRefusedError:
+            return True
+        probe.close()  # queued but never to be served: the listener is about to close
+        return False
+
+    with connect(srv.address, timeout=30) as lingering:
+        lingering.sendall(b"hola\n")
+        assert read_exactly(lingering, 5) == b"HOLA\n"
+        srv.signal(signal.SIGTERM)
+        assert read_exactly(lingering, len(NOTICE)) == NOTICE
+        # This client neither reads to the end nor closes, so the drain goes on ...
+        wait_until(refused, 30, "new connections refused during the drain (L11)")
+        assert srv.proc.poll() is None, "the server left before its lingering client"
+    # ... until it closes: then the server is done.
     assert srv.wait(timeout=30) == 0

@@ -45,9 +45,20 @@ class LineFramer:
         return bytes(self._partial)
 
     def take_pending(self) -> bytes:
-        """Return and forget the unterminated bytes (end of stream)."""
+        """Return and forget the unterminated bytes."""
         rest = bytes(self._partial)
         self._partial.clear()
+        return rest
+
+    def finish(self) -> bytes:
+        """End of stream: return and forget the unterminated last message (L7).
+
+        A CR held at the limit in case an LF followed is data after all (L1),
+        so a tail over ``max_line`` raises :class:`LineTooLong` (L6).
+        """
+        rest = self.take_pending()
+        if len(rest) > self.max_line:
+            raise LineTooLong(b"", self.max_line)
         return rest
 
     def feed(self, data: bytes) -> bytes:
@@ -58,10 +69,7 @@ class LineFramer:
         last = data.rfind(LF)
         if last < 0:
             partial += data
-            # One byte over the limit may still be the CR of a CRLF.
-            if len(partial) > limit + 1 or (len(partial) == limit + 1 and partial[-1] != 0x0D):
-                partial.clear()  # the session closes; hold nothing more (L6)
-                raise LineTooLong(b"", limit)
+            self._check_held(b"")
             return b""
         if partial:
             block = bytes(partial) + data[: last + 1]
@@ -76,10 +84,16 @@ class LineFramer:
         ):
             raise LineTooLong(_before_long_line(block, limit), limit)
         partial += rest
-        if len(partial) > limit + 1 or (len(partial) == limit + 1 and partial[-1] != 0x0D):
-            partial.clear()
-            raise LineTooLong(block, limit)
+        self._check_held(block)
         return block
+
+    def _check_held(self, block: bytes) -> None:
+        """The unterminated bytes may be ``max_line``, one more if it is the CR of a CRLF to come."""
+        partial = self._partial
+        over = len(partial) - self.max_line
+        if over > 1 or (over == 1 and partial[-1] != 0x0D):
+            partial.clear()  # the session closes: hold nothing more (L6)
+            raise LineTooLong(block, self.max_line)
 
 
 def _too_long(line: bytes, limit: int) -> bool:

@@ -122,13 +122,12 @@ class Session(SessionModel):
             tail, self._held = self._held, b""
             out = self._reply_line(tail, b"") if tail else b""  # an unfinished sequence: invalid
             return out + self._close("end_of_stream")
-        tail = self._framer.take_pending()
+        try:
+            tail = self._framer.finish()
+        except LineTooLong as exc:
+            return self._close("line_too_long", error_too_long(exc.max_line))
         if not tail:
             return self._close("end_of_stream")
-        if len(tail) > self._framer.max_line:
-            # The framer holds max_line + 1 bytes when the last is CR, which an LF
-            # would have made a terminator; at end of stream that CR is data (L1, L6).
-            return self._close("line_too_long", error_too_long(self._framer.max_line))
         out = self._reply_line(tail, b"")
         if not self.is_open:  # the tail was the disconnect word
             return out

@@ -45,6 +45,23 @@ def test_take_pending_returns_and_forgets_the_tail():
     assert framer.take_pending() == b""
 
 
+@pytest.mark.parametrize("tail", [b"", b"x" * MAX, b"x" * (MAX - 1) + b"\r"])
+def test_finish_returns_a_last_message_up_to_max_line(tail):
+    framer = LineFramer(MAX)
+    framer.feed(b"a\n" + tail)
+    assert framer.finish() == tail
+    assert framer.pending == b""
+
+
+def test_finish_refuses_a_held_cr_over_max_line():
+    """The CR held at the limit in case an LF follows is data at end of stream (L1, L6)."""
+    framer = LineFramer(MAX)
+    assert framer.feed(b"x" * MAX + b"\r") == b""
+    with pytest.raises(LineTooLong):
+        framer.finish()
+    assert framer.pending == b""
+
+
 def test_max_line_must_be_positive():
     with pytest.raises(ValueError):
         LineFramer(0)

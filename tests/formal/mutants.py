@@ -214,8 +214,8 @@ SOURCE_MUTANTS = [
                 framing,
                 [
                     (
-                        "if len(partial) > limit + 1 or (len(partial) == limit + 1 and partial[-1] != 0x0D):",
-                        "if len(partial) > limit:",
+                        "if over > 1 or (over == 1 and partial[-1] != 0x0D):",
+                        "if over > 0:",
                     )
                 ],
             )
@@ -227,6 +227,22 @@ SOURCE_MUTANTS = [
         "R4",
         lambda: session_with([("cut = incomplete_tail(data)", "cut = 0")]),
         frozenset({"raw_split_characters_wait", "raw_reads_are_messages"}),
+    ),
+    SourceMutant(
+        "framer answers a last message of max_line + CR at end of stream",
+        "L6/L7",
+        lambda: session_with(framer=mutated_module(framing, [("if len(rest) > self.max_line:", "if False:")])),
+        frozenset({"framing_invariance"}),
+    ),
+    SourceMutant(
+        "raw reads hold bytes no character starts with",
+        "R4/L5",
+        lambda: session_with(
+            incomplete_tail=mutated_module(
+                text, [("if not low <= data[end - back + 1] <= high:", "if False:")]
+            ).incomplete_tail
+        ),
+        frozenset({"raw_reads_are_messages"}),
     ),
     SourceMutant(
         "raw replies get a newline",

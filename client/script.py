@@ -17,6 +17,7 @@ from typing import Any
 from client import exitcodes
 from client.cli import Config
 from client.connection import ClientError, ConnectError, Connection, ServerError
+from statemachine.session import RAW
 from statemachine.text import is_disconnect
 
 STDIN = "-"
@@ -110,7 +111,7 @@ def run(config: Config) -> int:
         return _fail(str(exc), exitcodes.USAGE)
     with source:
         try:
-            conn = Connection(config.host, config.port, config.timeout).connect()
+            conn = Connection(config.host, config.port, config.timeout, config.framing, _warn).connect()
         except ConnectError as exc:
             return _fail(str(exc), exitcodes.CANNOT_CONNECT)
         with conn:
@@ -136,6 +137,10 @@ class _Script:
                     self.disconnect_line = self.source.line_number
                     yield text
                     return
+                if not text and self.config.framing == RAW:
+                    raise InputError(
+                        f"{self.source.name} line {self.source.line_number} is empty, which raw framing cannot send"
+                    )
                 yield text
         except InputError as exc:
             self.input_error = exc
@@ -164,13 +169,25 @@ class _Script:
         if self.config.pipeline:
             replies = conn.pipeline(self.messages(), self.config.window)
         else:
-            replies = map(conn.request, self.messages())
+            replies = map(self._request, self.messages())
         write = out.write
         for reply in replies:
+            if reply is None:
+                continue
             write(reply + "\n")
             self.replies += 1
             if bar is not None:
                 bar.update()
+
+    def _request(self, text: str) -> str | None:
+        """One message and its reply; None for none.
+
+        In raw framing the disconnect word is sent bare and the session ends
+        with it: the classroom's server closes without an answer.
+        """
+        if self.config.framing == RAW and is_disconnect(text):
+            return self.conn.disconnect(text) or None
+        return self.conn.request(text)
 
     def _finish(self) -> int:
         if self.input_error is not None:
@@ -180,7 +197,8 @@ class _Script:
                 pass  # the input error is what the user must hear about
             return _fail(f"{self.input_error} (the lines before it were answered)", exitcodes.USAGE)
         if self.disconnect_line:
-            self.conn.wait_closed()
+            if self.conn.connected:
+                self.conn.wait_closed()
             if not self.source.interactive and (rest := self.source.count_rest()):
                 print(
                     f"warning: {_count(rest, 'line')} after DESCONEXION "
@@ -220,6 +238,10 @@ def _progress_bar(source: Source) -> Any:
 
 def _count(number: int, noun: str) -> str:
     return f"{number} {noun}{'s' * (number != 1)}"
+
+
+def _warn(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
 
 
 def _fail(message: str, status: int) -> int:

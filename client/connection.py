@@ -69,6 +69,11 @@ class ServerError(ClientError):
         super().__init__(f"server said: {line}")
         self.line = line
 
+    @property
+    def about_message(self) -> bool:
+        """True when the line answers the message just sent (invalid UTF-8, too long), not the session."""
+        return self.line.startswith(_MESSAGE_ERRORS)
+
 
 class Connection:
     """A session with an upperecho server.
@@ -351,6 +356,11 @@ def encode_raw(text: str) -> bytes:
     if not text:
         raise ValueError("raw framing cannot send an empty message: the server would see nothing")
     return text.encode()
+
+
+# The server lines that answer one message; the others (idle timeout, busy,
+# shutting down) concern the session, whatever was sent last.
+_MESSAGE_ERRORS = ("error: invalid utf-8", "error: line too long")
 
 
 def _reason(exc: OSError) -> str:

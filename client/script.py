@@ -153,7 +153,9 @@ class _Script:
         try:
             try:
                 self._exchange(out, bar)
-            except ServerError as exc:  # the answer to an input line: say which
+            except ServerError as exc:
+                if not exc.about_message:  # idle timeout, busy, shutting down: no line to blame
+                    raise
                 return _fail(f"{self.source.name} line {self.replies + 1}: {exc}", exitcodes.FAILED)
             out.flush()
             return self._finish()

@@ -243,13 +243,21 @@ class Connection:
         return self.read_reply()
 
     def pipeline(
-        self, texts: Iterable[str], window: int = DEFAULT_WINDOW, max_bytes: int = DEFAULT_PIPELINE_BYTES
+        self,
+        texts: Iterable[str],
+        window: int = DEFAULT_WINDOW,
+        max_bytes: int = DEFAULT_PIPELINE_BYTES,
+        ready: Callable[[], bool] | None = None,
     ) -> Iterator[str]:
         """Send ahead and yield the replies in order.
 
         At most ``window`` messages and about ``max_bytes`` bytes are unanswered
         at any time, so neither side can fill the other's buffers while both
         wait (see ``DEFAULT_PIPELINE_BYTES``).  ``texts`` is consumed lazily.
+        Messages go out in batches; ``ready`` (optional) says whether
+        ``texts`` can give its next message without waiting: when it cannot,
+        what was taken is sent at once and the replies due are read while the
+        input pauses (C6: a message already in is never held back).
         """
         if window < 1 or max_bytes < 1:
             raise ValueError("window and max_bytes must be at least 1")
@@ -263,8 +271,10 @@ class Connection:
             data = encode_message(text)
             batch.append(data)
             batch_bytes += len(data)
+            more = ready is None or ready()
             if (
-                len(batch) < _BATCH
+                more
+                and len(batch) < _BATCH
                 and len(in_flight) + len(batch) < window
                 and in_flight_bytes + batch_bytes < max_bytes
             ):
@@ -277,6 +287,10 @@ class Connection:
             in_flight_bytes += batch_bytes
             batch = []
             batch_bytes = 0
+            if not more:
+                while in_flight and not ready():
+                    yield self.read_reply()
+                    in_flight_bytes -= in_flight.popleft()
         while in_flight and in_flight_bytes + batch_bytes > max_bytes:
             yield self.read_reply()
             in_flight_bytes -= in_flight.popleft()

@@ -2,13 +2,15 @@
 
 Standard output carries the replies and nothing else, so the client can sit in
 a shell pipeline; warnings, errors and the progress bar go to standard error.
-The input is read lazily, so piped input streams (one by one) as it arrives.
+The input is read as it arrives (C6): a line already read is sent at once, in
+both modes, and the replies so far are written out whenever the input pauses.
 """
 
 from __future__ import annotations
 
 import io
 import os
+import select
 import stat
 import sys
 from collections.abc import Iterator
@@ -25,6 +27,7 @@ STDIN = "-"
 # length is unknown, gets one only once the run has lasted a second.
 LONG_INPUT = 1000
 _UNKNOWN_LENGTH_DELAY = 1.0
+_READ_SIZE = 65536
 
 
 class InputError(Exception):
@@ -32,7 +35,11 @@ class InputError(Exception):
 
 
 class Source:
-    """A file or standard input as UTF-8 lines: LF or CRLF ends a line, a last line may lack it."""
+    """A file or standard input as UTF-8 lines: LF or CRLF ends a line, a last line may lack it.
+
+    It reads the descriptor itself, so it can tell whether another line is
+    already in (:meth:`ready`) without waiting for one.
+    """
 
     def __init__(self, path: str | None) -> None:
         if path is None or path == STDIN:
@@ -47,6 +54,14 @@ class Source:
                 raise InputError(f"cannot read {path}: {(exc.strerror or str(exc)).lower()}") from exc
             self._owned = True
         self.line_number = 0
+        self._buffer = bytearray()
+        self._start = 0  # where the unread part of ``_buffer`` begins
+        self._ended = False
+        try:
+            self._fd: int | None = self._stream.fileno()
+            self._regular = stat.S_ISREG(os.fstat(self._fd).st_mode)
+        except (OSError, ValueError, io.UnsupportedOperation):
+            self._fd, self._regular = None, True
 
     def __enter__(self) -> Source:
         return self
@@ -62,10 +77,39 @@ class Source:
 
     def lines(self) -> Iterator[str]:
         """The messages, one per line, terminators removed."""
+        while (raw := self._next_line()) is not None:
+            self.line_number += 1
+            yield self._decode(raw)
+
+    def ready(self) -> bool:
+        """True when the next line (or the end) can be had without waiting for the input."""
+        if self._regular or self._ended or self._buffer.find(b"\n", self._start) >= 0:
+            return True
+        return bool(select.select([self._fd], [], [], 0)[0])
+
+    def _next_line(self) -> bytes | None:
+        while True:
+            end = self._buffer.find(b"\n", self._start)
+            if end >= 0:
+                line = bytes(self._buffer[self._start : end + 1])
+                self._start = end + 1
+                return line
+            del self._buffer[: self._start]
+            self._start = 0
+            if self._ended:
+                line, self._buffer = bytes(self._buffer), bytearray()
+                return line or None
+            chunk = self._read()
+            if chunk:
+                self._buffer += chunk
+            else:
+                self._ended = True
+
+    def _read(self) -> bytes:
         try:
-            for raw in self._stream:
-                self.line_number += 1
-                yield self._decode(raw)
+            if self._fd is None:
+                return self._stream.read1(_READ_SIZE)
+            return os.read(self._fd, _READ_SIZE)
         except OSError as exc:
             raise InputError(f"cannot read {self.name}: {(exc.strerror or str(exc)).lower()}") from exc
 
@@ -97,10 +141,13 @@ class Source:
 
     def count_rest(self) -> int:
         """Read and count the lines that are left (they are not sent)."""
+        count = 0
         try:
-            return sum(1 for _ in self._stream)
-        except OSError:
-            return 0
+            while self._next_line() is not None:
+                count += 1
+        except InputError:
+            pass
+        return count
 
 
 def run(config: Config) -> int:
@@ -168,8 +215,9 @@ class _Script:
 
     def _exchange(self, out: io.TextIOBase, bar: Any) -> None:
         conn = self.conn
+        ready = self.source.ready
         if self.config.pipeline:
-            replies = conn.pipeline(self.messages(), self.config.window)
+            replies = conn.pipeline(self.messages(), self.config.window, ready=ready)
         else:
             replies = map(self._request, self.messages())
         write = out.write
@@ -180,6 +228,8 @@ class _Script:
             self.replies += 1
             if bar is not None:
                 bar.update()
+            if not ready():  # the input pauses: let whoever reads us see the replies so far
+                out.flush()
 
     def _request(self, text: str) -> str | None:
         """One message and its reply; None for none.

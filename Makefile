@@ -44,8 +44,9 @@ test-fast: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
+## bench: the benchmark; options through ARGS, e.g. make bench ARGS="--quick"
 bench: $(STAMP)
-	$(BIN)/python -m loadtest.bench
+	$(BIN)/python -m loadtest.bench $(ARGS)
 
 diagram: $(STAMP)
 	$(BIN)/python -m statemachine

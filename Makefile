@@ -27,7 +27,7 @@ ifeq ($(FRAMING),raw)
 else
 	@echo "upperecho: one message per line. The classroom's client.py sends no newline: serve it with 'make run FRAMING=raw'"
 endif
-	$(BIN)/python -m server $(if $(FRAMING),--framing $(FRAMING)) $(ARGS)
+	@$(BIN)/python -m server $(if $(FRAMING),--framing $(FRAMING)) $(ARGS)
 
 ## system-deps: the Debian tools some tests drive (nc; spin and the gcc its checkers are built with), installed when missing
 system-deps:

@@ -75,3 +75,14 @@ def test_the_drawing_marks_no_state_as_active_and_the_message_loop_label_stands_
     assert "classDef" not in drawing and "active" not in drawing
     at_echoing = [line.strip() for line in drawing.splitlines() if line.strip().startswith(f"{ECHOING} -->")]
     assert at_echoing == [f"{ECHOING} --> {ECHOING}: message"]
+
+
+def test_the_readmes_locust_reports_land_in_an_ignored_directory():
+    """Running the README's Locust command leaves the checkout clean."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    outputs = [path for flag, path in re.findall(r"--(csv|html) (\S+)", readme)]
+    assert outputs, "the README shows no Locust report option"
+    for path in outputs:
+        assert "/" in path, f"{path}: a report in the top of the checkout"
+        ignored = subprocess.run(["git", "check-ignore", "-q", "--no-index", path], cwd=ROOT, timeout=30)
+        assert ignored.returncode == 0, f"{path} is not ignored by .gitignore"

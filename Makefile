@@ -3,20 +3,31 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# The server alone: what `make run` needs, installed in seconds.
+RUN_STAMP := $(VENV)/.installed-run
 
 .PHONY: run test test-fast lint bench diagram clean system-deps
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
+$(RUN_STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e .
+	touch $(RUN_STAMP)
+
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[client,load,test]'
-	touch $(STAMP)
+	touch $(STAMP) $(RUN_STAMP)
 
-## run: create .venv, install, start the server on 127.0.0.1:5000
-run: $(STAMP)
-	$(BIN)/python -m server
+## run: create .venv, install the server only, start it on 127.0.0.1:5000 (FRAMING=raw for the classroom's client; ARGS=... any flag)
+run: $(RUN_STAMP)
+ifeq ($(FRAMING),raw)
+	@echo "upperecho, raw framing: each read is one message, for the classroom's client.py (plain 'make run' takes one message per line)"
+else
+	@echo "upperecho: one message per line. The classroom's client.py sends no newline: serve it with 'make run FRAMING=raw'"
+endif
+	@$(BIN)/python -m server $(if $(FRAMING),--framing $(FRAMING)) $(ARGS)
 
 ## system-deps: the Debian tools some tests drive (nc; spin and the gcc its checkers are built with), installed when missing
 system-deps:
@@ -44,8 +55,9 @@ test-fast: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
+## bench: the benchmark; options through ARGS, e.g. make bench ARGS="--quick"
 bench: $(STAMP)
-	$(BIN)/python -m loadtest.bench
+	$(BIN)/python -m loadtest.bench $(ARGS)
 
 diagram: $(STAMP)
 	$(BIN)/python -m statemachine

@@ -13,6 +13,7 @@ from client import exitcodes
 from client.connection import DEFAULT_HOST, DEFAULT_PORT, DEFAULT_TIMEOUT, DEFAULT_WINDOW
 from client.messages import LANGS
 from server.options import ENV_PREFIX, Parser, UsageError, bounded, from_env, host
+from statemachine.session import FRAMINGS, LINE, RAW
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,6 +22,7 @@ class Config:
     port: int = DEFAULT_PORT
     timeout: float | None = DEFAULT_TIMEOUT
     lang: str = "es"
+    framing: str = LINE
     file: str | None = None
     pipeline: bool = False
     window: int = DEFAULT_WINDOW
@@ -32,12 +34,19 @@ def _lang(text: str) -> str:
     return text
 
 
+def _framing(text: str) -> str:
+    if text not in FRAMINGS:
+        raise argparse.ArgumentTypeError(f"must be one of {', '.join(FRAMINGS)}, got {text!r}")
+    return text
+
+
 # The options that an UPPERECHO_<NAME> environment variable can also set.
 _ENV_OPTIONS: dict[str, tuple[Callable[[str], Any], Any]] = {
     "host": (host, DEFAULT_HOST),
     "port": (bounded(int, 1, 65535), DEFAULT_PORT),
     "timeout": (bounded(float, 0), DEFAULT_TIMEOUT),
     "lang": (_lang, "es"),
+    "framing": (_framing, LINE),
 }
 
 
@@ -47,7 +56,8 @@ def _parser() -> Parser:
         description="upperecho client.\n"
         "With a terminal on standard input and no --file: the interactive console.\n"
         "With --file, or with piped input: send each line, print each reply on standard output.",
-        epilog=f"environment:\n  {ENV_PREFIX}HOST, {ENV_PREFIX}PORT, {ENV_PREFIX}TIMEOUT, {ENV_PREFIX}LANG\n"
+        epilog=f"environment:\n  {ENV_PREFIX}HOST, {ENV_PREFIX}PORT, {ENV_PREFIX}TIMEOUT, {ENV_PREFIX}LANG, "
+        f"{ENV_PREFIX}FRAMING\n"
         f"  set the same values; a flag wins over its variable.\n\n{exitcodes.HELP}",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -60,6 +70,12 @@ def _parser() -> Parser:
         help=f"seconds to wait to connect and for each reply; 0 = wait forever (default {DEFAULT_TIMEOUT:g})",
     )
     parser.add_argument("--lang", type=convert["lang"], help="console language: es (the seed's) or en (default es)")
+    parser.add_argument(
+        "--framing",
+        type=convert["framing"],
+        help="line: one message per line (upperecho's protocol, the default); raw: text sent with no "
+        "newline and one read for the answer, as the classroom's server.py expects",
+    )
     parser.add_argument(
         "--file", metavar="PATH", help="scripted run: send each line of PATH ('-' = standard input), one reply a line"
     )
@@ -89,6 +105,8 @@ def parse(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None =
         values["timeout"] = None
     if args.window is not None and not args.pipeline:
         raise UsageError("--window only applies with --pipeline")
+    if args.pipeline and values["framing"] == RAW:
+        raise UsageError("--pipeline needs line framing: in raw framing the server cannot tell messages apart")
     return Config(
         **values,
         file=args.file,

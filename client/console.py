@@ -29,7 +29,7 @@ def run(config: Config) -> int:
     say = texts(config.lang)
     _enable_line_editing()
     try:
-        conn = Connection(config.host, config.port, config.timeout).connect()
+        conn = Connection(config.host, config.port, config.timeout, config.framing, _warn).connect()
     except ConnectError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exitcodes.CANNOT_CONNECT
@@ -64,6 +64,10 @@ def _converse(conn: Connection, prompt: str, reply: str, closing: str) -> int:
             print(f"error: {exc}", file=sys.stderr)
             continue
         print(reply.format(text=answer))
+
+
+def _warn(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
 
 
 def _abandon(conn: Connection) -> None:

@@ -2,13 +2,15 @@
 
 Standard output carries the replies and nothing else, so the client can sit in
 a shell pipeline; warnings, errors and the progress bar go to standard error.
-The input is read lazily, so piped input streams (one by one) as it arrives.
+The input is read as it arrives (C6): a line already read is sent at once, in
+both modes, and the replies so far are written out whenever the input pauses.
 """
 
 from __future__ import annotations
 
 import io
 import os
+import select
 import stat
 import sys
 from collections.abc import Iterator
@@ -17,6 +19,7 @@ from typing import Any
 from client import exitcodes
 from client.cli import Config
 from client.connection import ClientError, ConnectError, Connection, ServerError
+from statemachine.session import RAW
 from statemachine.text import is_disconnect
 
 STDIN = "-"
@@ -24,6 +27,7 @@ STDIN = "-"
 # length is unknown, gets one only once the run has lasted a second.
 LONG_INPUT = 1000
 _UNKNOWN_LENGTH_DELAY = 1.0
+_READ_SIZE = 65536
 
 
 class InputError(Exception):
@@ -31,7 +35,11 @@ class InputError(Exception):
 
 
 class Source:
-    """A file or standard input as UTF-8 lines: LF or CRLF ends a line, a last line may lack it."""
+    """A file or standard input as UTF-8 lines: LF or CRLF ends a line, a last line may lack it.
+
+    It reads the descriptor itself, so it can tell whether another line is
+    already in (:meth:`ready`) without waiting for one.
+    """
 
     def __init__(self, path: str | None) -> None:
         if path is None or path == STDIN:
@@ -46,6 +54,14 @@ class Source:
                 raise InputError(f"cannot read {path}: {(exc.strerror or str(exc)).lower()}") from exc
             self._owned = True
         self.line_number = 0
+        self._buffer = bytearray()
+        self._start = 0  # where the unread part of ``_buffer`` begins
+        self._ended = False
+        try:
+            self._fd: int | None = self._stream.fileno()
+            self._regular = stat.S_ISREG(os.fstat(self._fd).st_mode)
+        except (OSError, ValueError, io.UnsupportedOperation):
+            self._fd, self._regular = None, True
 
     def __enter__(self) -> Source:
         return self
@@ -61,10 +77,39 @@ class Source:
 
     def lines(self) -> Iterator[str]:
         """The messages, one per line, terminators removed."""
+        while (raw := self._next_line()) is not None:
+            self.line_number += 1
+            yield self._decode(raw)
+
+    def ready(self) -> bool:
+        """True when the next line (or the end) can be had without waiting for the input."""
+        if self._regular or self._ended or self._buffer.find(b"\n", self._start) >= 0:
+            return True
+        return bool(select.select([self._fd], [], [], 0)[0])
+
+    def _next_line(self) -> bytes | None:
+        while True:
+            end = self._buffer.find(b"\n", self._start)
+            if end >= 0:
+                line = bytes(self._buffer[self._start : end + 1])
+                self._start = end + 1
+                return line
+            del self._buffer[: self._start]
+            self._start = 0
+            if self._ended:
+                line, self._buffer = bytes(self._buffer), bytearray()
+                return line or None
+            chunk = self._read()
+            if chunk:
+                self._buffer += chunk
+            else:
+                self._ended = True
+
+    def _read(self) -> bytes:
         try:
-            for raw in self._stream:
-                self.line_number += 1
-                yield self._decode(raw)
+            if self._fd is None:
+                return self._stream.read1(_READ_SIZE)
+            return os.read(self._fd, _READ_SIZE)
         except OSError as exc:
             raise InputError(f"cannot read {self.name}: {(exc.strerror or str(exc)).lower()}") from exc
 
@@ -96,10 +141,13 @@ class Source:
 
     def count_rest(self) -> int:
         """Read and count the lines that are left (they are not sent)."""
+        count = 0
         try:
-            return sum(1 for _ in self._stream)
-        except OSError:
-            return 0
+            while self._next_line() is not None:
+                count += 1
+        except InputError:
+            pass
+        return count
 
 
 def run(config: Config) -> int:
@@ -110,7 +158,7 @@ def run(config: Config) -> int:
         return _fail(str(exc), exitcodes.USAGE)
     with source:
         try:
-            conn = Connection(config.host, config.port, config.timeout).connect()
+            conn = Connection(config.host, config.port, config.timeout, config.framing, _warn).connect()
         except ConnectError as exc:
             return _fail(str(exc), exitcodes.CANNOT_CONNECT)
         with conn:
@@ -136,6 +184,10 @@ class _Script:
                     self.disconnect_line = self.source.line_number
                     yield text
                     return
+                if not text and self.config.framing == RAW:
+                    raise InputError(
+                        f"{self.source.name} line {self.source.line_number} is empty, which raw framing cannot send"
+                    )
                 yield text
         except InputError as exc:
             self.input_error = exc
@@ -148,7 +200,9 @@ class _Script:
         try:
             try:
                 self._exchange(out, bar)
-            except ServerError as exc:  # the answer to an input line: say which
+            except ServerError as exc:
+                if not exc.about_message:  # idle timeout, busy, shutting down: no line to blame
+                    raise
                 return _fail(f"{self.source.name} line {self.replies + 1}: {exc}", exitcodes.FAILED)
             out.flush()
             return self._finish()
@@ -161,16 +215,31 @@ class _Script:
 
     def _exchange(self, out: io.TextIOBase, bar: Any) -> None:
         conn = self.conn
+        ready = self.source.ready
         if self.config.pipeline:
-            replies = conn.pipeline(self.messages(), self.config.window)
+            replies = conn.pipeline(self.messages(), self.config.window, ready=ready)
         else:
-            replies = map(conn.request, self.messages())
+            replies = map(self._request, self.messages())
         write = out.write
         for reply in replies:
+            if reply is None:
+                continue
             write(reply + "\n")
             self.replies += 1
             if bar is not None:
                 bar.update()
+            if not ready():  # the input pauses: let whoever reads us see the replies so far
+                out.flush()
+
+    def _request(self, text: str) -> str | None:
+        """One message and its reply; None for none.
+
+        In raw framing the disconnect word is sent bare and the session ends
+        with it: the classroom's server closes without an answer.
+        """
+        if self.config.framing == RAW and is_disconnect(text):
+            return self.conn.disconnect(text) or None
+        return self.conn.request(text)
 
     def _finish(self) -> int:
         if self.input_error is not None:
@@ -180,7 +249,8 @@ class _Script:
                 pass  # the input error is what the user must hear about
             return _fail(f"{self.input_error} (the lines before it were answered)", exitcodes.USAGE)
         if self.disconnect_line:
-            self.conn.wait_closed()
+            if self.conn.connected:
+                self.conn.wait_closed()
             if not self.source.interactive and (rest := self.source.count_rest()):
                 print(
                     f"warning: {_count(rest, 'line')} after DESCONEXION "
@@ -220,6 +290,10 @@ def _progress_bar(source: Source) -> Any:
 
 def _count(number: int, noun: str) -> str:
     return f"{number} {noun}{'s' * (number != 1)}"
+
+
+def _warn(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
 
 
 def _fail(message: str, status: int) -> int:

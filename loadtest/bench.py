@@ -1,9 +1,9 @@
-"""``python -m loadtest.bench``: our server beside the peers P1-P4 on workloads W1-W5 (BENCH.md).
+"""``python -m loadtest.bench``: our server beside the peers P1-P4 on workloads W1-W5 (docs/benchmarks.md).
 
 For each workload every server is started fresh, then the rounds run with
 the servers interleaved (each round starts with a different one), so a
 burst of noise on the shared machine lands on all of them rather than on
-one.  The table, the demand checks, ``bench.json`` and ``bench.png`` come
+one.  The table, the target checks, ``bench.json`` and ``bench.png`` come
 out at the end; ``--quick`` is a smoke run of a few seconds per workload.
 """
 
@@ -231,9 +231,23 @@ def run_workload(
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m loadtest.bench", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m loadtest.bench",
+        description="Run our server beside the peers P1-P4 on workloads W1-W5 and write a table, "
+        "bench.json and a chart.  How it measures, and the latest results: docs/benchmarks.md.",
+        epilog="workloads:\n"
+        + "\n".join(f"  {w}  {what} ({unit})" for w, (what, unit) in report.WORKLOADS.items())
+        + "\nservers:\n"
+        + "\n".join(f"  {name:<9}  {spec.label}" for name, spec in SPECS.items()),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--quick", action="store_true", help="a smoke run: one short round of each workload")
-    parser.add_argument("--out", type=Path, default=Path("bench-results"), help="directory for JSON, chart and table")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path("bench-results"),
+        help="directory for JSON, chart and table (default bench-results/)",
+    )
     parser.add_argument(
         "--servers", nargs="+", default=list(SPECS), metavar="NAME", help=f"among {', '.join(SPECS)} (default: all)"
     )
@@ -280,17 +294,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows = report.summarize(samples)
     checks = report.check_demand(rows)
     table = report.format_table(rows, skipped)
-    elapsed = time.monotonic() - started
-    heading = (
-        f"upperecho bench{' --quick' if args.quick else ''}, {when:%Y-%m-%d %H:%M} UTC, "
-        f"commit {version['commit']}{' (modified)' if version['modified'] else ''}, "
-        f"{about['cpus']} x {about['cpu_model']}, Python {about['python']}, {elapsed:.0f} s"
-    )
     args.out.mkdir(parents=True, exist_ok=True)
     document = {
         "date": when.isoformat(timespec="seconds"),
         "quick": args.quick,
-        "duration_s": elapsed,
+        "duration_s": time.monotonic() - started,
         "machine": about,
         "code": version,
         "settings": asdict(settings),
@@ -301,14 +309,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "errors": errors,
     }
     report.write_json(args.out / "bench.json", document, rows, checks)
-    text = f"{heading}\n\n{table}\n"
-    if checks:
-        text += f"\nDemand (issue 4):\n{report.format_checks(checks)}\n"
-    if errors:
-        text += "\nErrors:\n" + "\n".join(f"- {error}" for error in errors) + "\n"
+    heading = report.heading(document)
+    text = report.format_text(heading, table, checks, errors)
     (args.out / "table.md").write_text(text, encoding="utf-8")
     if rows:
-        report.chart(args.out / "bench.png", rows, heading)
+        report.chart(args.out / "bench.png", rows, heading, skipped)
     print(text)
     print(f"written: {args.out / 'bench.json'}, {args.out / 'table.md'}, {args.out / 'bench.png'}")
     return 1 if errors else 0

@@ -9,11 +9,14 @@ time and length; a wrong reply or a lost connection is a failure that says
 what went wrong.
 
 The options below are Locust custom arguments, so they show in the web UI and
-reach the workers of a distributed run.
+reach the workers of a distributed run.  A value out of range stops the run
+before any user starts, with one line and exit status 2; in the web UI the
+swarm is refused with the same words.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import random
 import time
@@ -28,9 +31,12 @@ from loadtest.traffic import (
     DEFAULT_HOST,
     DISCONNECT_SPELLINGS,
     UNICODE,
+    USER_OPTIONS,
+    flag,
     message,
     message_size,
     mismatch,
+    option_problems,
     parse_host,
 )
 
@@ -47,25 +53,47 @@ class WrongReply(ClientError):
 @events.init_command_line_parser.add_listener
 def _options(parser) -> None:
     # parser.add_argument itself, not an argument group: only it marks an option for the web UI.
-    parser.add_argument("--message-size", type=int, default=200, help="longest message in characters (default 200)")
-    parser.add_argument(
-        "--disconnect-rate",
-        type=float,
-        default=0.02,
-        help="chance after each message that the user says DESCONEXION and reconnects (default 0.02)",
-    )
-    parser.add_argument(
-        "--think-time", type=float, default=0.05, help="mean pause between messages in seconds; 0 = none (default 0.05)"
-    )
-    parser.add_argument("--reply-timeout", type=float, default=10.0, help="seconds to wait for a reply (default 10)")
+    for name, option in USER_OPTIONS.items():
+        parser.add_argument(flag(name), type=option.kind, default=option.default, help=option.help)
 
 
-def _option(environment: Environment, name: str, default: float, low: float, high: float | None = None) -> float:
-    value = getattr(environment.parsed_options, name, default) if environment.parsed_options else default
-    if value < low or (high is not None and value > high):
-        bounds = f"between {low} and {high}" if high is not None else f"at least {low}"
-        raise ValueError(f"--{name.replace('_', '-')} must be {bounds}, got {value}")
-    return value
+@events.init.add_listener
+def _check_options(environment: Environment, runner=None, web_ui=None, **_kwargs) -> None:
+    """Refuse bad options before any user starts.
+
+    A run that starts by itself (headless, ``--autostart``) stops at once
+    with status 2; the web UI stays up and refuses each swarm whose values
+    are bad, saying why, so the field can be corrected there.
+    """
+    problems = option_problems(vars(environment.parsed_options)) if environment.parsed_options else []
+    for problem in problems:
+        log.error(problem)
+    if web_ui is not None:
+        web_ui.app.before_request(functools.partial(_refuse_bad_swarm, environment))
+    options = environment.parsed_options
+    if problems and (web_ui is None or getattr(options, "headless", False) or getattr(options, "autostart", False)):
+        environment.process_exit_code = 2
+        if runner is not None:
+            runner.quit()
+
+
+def _refuse_bad_swarm(environment: Environment):
+    """Answer the web UI's swarm request with the problem instead of starting users that cannot run."""
+    from flask import jsonify, request
+
+    if request.method != "POST" or request.path != "/swarm":
+        return None
+    values = {**vars(environment.parsed_options), **request.form} if environment.parsed_options else request.form
+    problems = option_problems(values)
+    if not problems:
+        return None
+    log.error("swarm refused: %s", "; ".join(problems))
+    return jsonify({"success": False, "message": "; ".join(problems)})
+
+
+def _option(environment: Environment, name: str) -> float:
+    options = environment.parsed_options
+    return getattr(options, name, USER_OPTIONS[name].default) if options else USER_OPTIONS[name].default
 
 
 class UpperechoUser(User):
@@ -76,10 +104,10 @@ class UpperechoUser(User):
     def __init__(self, environment: Environment) -> None:
         super().__init__(environment)
         self.address = parse_host(self.host)
-        self.largest = int(_option(environment, "message_size", 200, 0))
-        self.disconnect_rate = _option(environment, "disconnect_rate", 0.02, 0.0, 1.0)
-        self.think_time = _option(environment, "think_time", 0.05, 0.0)
-        self.timeout = _option(environment, "reply_timeout", 10.0, 0.001)
+        self.largest = int(_option(environment, "message_size"))
+        self.disconnect_rate = _option(environment, "disconnect_rate")
+        self.think_time = _option(environment, "think_time")
+        self.timeout = _option(environment, "reply_timeout")
         self.rng = random.Random()
         self.conn: Connection | None = None
 

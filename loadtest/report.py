@@ -1,15 +1,21 @@
-"""Turn the bench's samples into the figures people read: one table, the demand checks, JSON and a chart.
+"""Turn the bench's samples into the figures people read: one table, the target checks, JSON and a chart.
 
 Every figure is a median over the interleaved rounds, and every comparison is
-a ratio measured in the same run (BENCH.md): the machine is shared and noisy,
-so absolute numbers are context only.
+a ratio measured in the same run (docs/benchmarks.md): the machine is shared
+and noisy, so absolute numbers are context only.
+
+``python -m loadtest.report bench.json`` draws the table and the chart again
+from a saved run, e.g. the one in ``loadtest/results/``.
 """
 
 from __future__ import annotations
 
+import argparse
+import datetime
 import json
 import math
 import statistics
+import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -48,7 +54,7 @@ class Row:
 
 @dataclass
 class Check:
-    """One line of the issue's performance demand, as measured."""
+    """One performance target of docs/benchmarks.md, as measured."""
 
     demand: str
     measured: str
@@ -108,7 +114,7 @@ def _find(rows: Sequence[Row], workload: str, server: str) -> Row | None:
 
 
 def check_demand(rows: Sequence[Row]) -> list[Check]:
-    """The issue's demand, line by line, for the rows this run has."""
+    """The performance targets, line by line, for the rows this run has."""
     checks = []
 
     def ratio(workload: str, peer: str, target: float, label: str) -> None:
@@ -228,36 +234,149 @@ def write_json(path: Path, document: dict[str, Any], rows: Sequence[Row], checks
     path.write_text(json.dumps(document, indent=2, allow_nan=True) + "\n", encoding="utf-8")
 
 
-def chart(path: Path, rows: Sequence[Row], title: str) -> None:
+def format_text(heading: str, table: str, checks: Sequence[Check], errors: Sequence[str]) -> str:
+    """What the bench prints and writes to ``table.md``."""
+    text = f"{heading}\n\n{table}\n"
+    if checks:
+        text += f"\nTargets (see docs/benchmarks.md):\n{format_checks(checks)}\n"
+    if errors:
+        text += "\nErrors:\n" + "\n".join(f"- {error}" for error in errors) + "\n"
+    return text
+
+
+def heading(document: dict[str, Any]) -> str:
+    """One line saying what was measured, when, on what."""
+    when = datetime.datetime.fromisoformat(document["date"])
+    code, about = document["code"], document["machine"]
+    return (
+        f"upperecho bench{' --quick' if document['quick'] else ''}, {when:%Y-%m-%d %H:%M} UTC, "
+        f"commit {code['commit']}{' (modified)' if code['modified'] else ''}, "
+        f"{about['cpus']} x {about['cpu_model']}, Python {about['python']}, {document['duration_s']:.0f} s"
+    )
+
+
+# On the CPU panel's log axis a figure of 0 (below the resolution of the CPU
+# clock over the run) would vanish: such bars are drawn at this floor, marked.
+CPU_FLOOR_US = 0.1
+
+
+@dataclass(frozen=True)
+class Slot:
+    """One server's place in one workload's group of bars, and what is drawn there."""
+
+    workload: str
+    server: str
+    x: float
+    ratio: float | None  # None: the server does not run this workload
+    cpu_us: float | None
+    note: str = ""  # "n/a", or the floor mark of a CPU figure drawn at the floor
+
+    @property
+    def cpu_drawn(self) -> float | None:
+        return None if self.cpu_us is None else max(self.cpu_us, CPU_FLOOR_US)
+
+
+def chart_slots(
+    rows: Sequence[Row], not_applicable: Sequence[tuple[str, str, str]] = ()
+) -> tuple[list[str], list[str], list[Slot]]:
+    """The workloads, the servers and every bar slot of the chart (the data it is drawn from)."""
+    skipped = {(workload, server) for workload, server, _ in not_applicable}
+    workloads = sorted({row.workload for row in rows} | {workload for workload, _ in skipped})
+    servers = [name for name in SPECS if any(row.server == name for row in rows)]
+    width = 0.8 / max(1, len(servers))
+    slots = []
+    for j, workload in enumerate(workloads):
+        for i, server in enumerate(servers):
+            x = j + (i - (len(servers) - 1) / 2) * width
+            row = _find(rows, workload, server)
+            if row is not None:
+                low = row.server_cpu_us < CPU_FLOOR_US
+                slots.append(
+                    Slot(workload, server, x, row.ratio_to_best_peer, row.server_cpu_us, f"<{CPU_FLOOR_US:g}" * low)
+                )
+            elif (workload, server) in skipped:
+                slots.append(Slot(workload, server, x, None, None, "n/a"))
+    return workloads, servers, slots
+
+
+def caption(workloads: Sequence[str], not_applicable: Sequence[tuple[str, str, str]] = ()) -> str:
+    """What each workload is, and why a slot is empty."""
+    names = [f"{w}: {WORKLOADS[w][0]}" for w in workloads if w in WORKLOADS]
+    lines = ["   ".join(names[i : i + 3]) for i in range(0, len(names), 3)]
+    reasons = sorted({reason for _, _, reason in not_applicable})
+    if reasons:
+        lines.append(f"n/a: the server does not run that workload ({'; '.join(reasons)})")
+    lines.append(f"CPU bars marked <{CPU_FLOOR_US:g}: below the CPU clock's resolution, drawn at {CPU_FLOOR_US:g} us")
+    return "\n".join(lines)
+
+
+def chart(path: Path, rows: Sequence[Row], title: str, not_applicable: Sequence[tuple[str, str, str]] = ()) -> None:
     """Two panels: each workload's figure as a ratio to its best peer, and server CPU per reply."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    workloads = sorted({row.workload for row in rows})
-    servers = [name for name in SPECS if any(row.server == name for row in rows)]
+    workloads, servers, slots = chart_slots(rows, not_applicable)
     width = 0.8 / max(1, len(servers))
-    figure, (top, bottom) = plt.subplots(2, 1, figsize=(10, 8), constrained_layout=True)
-    for i, server in enumerate(servers):
-        xs, ratios, cpus = [], [], []
-        for j, workload in enumerate(workloads):
-            row = _find(rows, workload, server)
-            if row is not None:
-                xs.append(j + (i - (len(servers) - 1) / 2) * width)
-                ratios.append(row.ratio_to_best_peer)
-                cpus.append(row.server_cpu_us)
+    figure, (top, bottom) = plt.subplots(2, 1, figsize=(10, 9), layout="constrained")
+    colours = {server: f"C{i}" for i, server in enumerate(servers)}
+    for server in servers:
+        drawn = [slot for slot in slots if slot.server == server and slot.ratio is not None]
+        xs = [slot.x for slot in drawn]
         label = SPECS[server].label
-        top.bar(xs, ratios, width, label=label)
-        bottom.bar(xs, cpus, width, label=label)
+        top.bar(xs, [slot.ratio for slot in drawn], width, label=label, color=colours[server])
+        bottom.bar(
+            xs,
+            [slot.cpu_drawn for slot in drawn],
+            width,
+            color=colours[server],
+            hatch=[("//" if slot.note else None) for slot in drawn],
+        )
+    for slot in slots:
+        if slot.note == "n/a":
+            for axis, y in ((top, 0.02), (bottom, CPU_FLOOR_US)):
+                axis.text(slot.x, y, "n/a", ha="center", va="bottom", rotation=90, fontsize="small", color="dimgray")
+        elif slot.note:
+            bottom.text(slot.x, slot.cpu_drawn, slot.note, ha="center", va="bottom", fontsize="small")
     top.axhline(1.0, color="black", linewidth=0.8)
     top.set_ylabel("figure / best peer's (higher is better)")
-    top.set_title(title)
     bottom.set_ylabel("server CPU us per reply (lower is better)")
     bottom.set_yscale("log")
+    bottom.set_ylim(bottom=CPU_FLOOR_US / 2)
     for axis in (top, bottom):
         axis.set_xticks(range(len(workloads)), [f"{w}\n{WORKLOADS.get(w, ('', ''))[1]}" for w in workloads])
         axis.grid(axis="y", alpha=0.3)
-    top.legend(fontsize="small", ncols=min(len(servers), 5))
+    top.set_title(title)
+    figure.legend(loc="outside upper center", ncols=min(len(servers), 5), fontsize="small")
+    figure.supxlabel(caption(workloads, not_applicable), fontsize="small")
     figure.savefig(path, dpi=100)
     plt.close(figure)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m loadtest.report", description="Draw a saved bench run's table and chart again."
+    )
+    parser.add_argument("json", type=Path, help="a bench.json written by python -m loadtest.bench")
+    parser.add_argument("--out", type=Path, help="directory for table.md and bench.png (default: the JSON's)")
+    args = parser.parse_args(argv)
+    try:
+        document = json.loads(args.json.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        print(f"error: cannot read {args.json}: {exc}", file=sys.stderr)
+        return 2
+    out = args.out or args.json.parent
+    out.mkdir(parents=True, exist_ok=True)
+    rows = summarize(document["samples"])
+    skipped = [(n["workload"], n["server"], n["reason"]) for n in document["not_applicable"]]
+    title = heading(document)
+    text = format_text(title, format_table(rows, skipped), check_demand(rows), document["errors"])
+    (out / "table.md").write_text(text, encoding="utf-8")
+    chart(out / "bench.png", rows, title, skipped)
+    print(f"written: {out / 'table.md'}, {out / 'bench.png'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -10,6 +10,8 @@ from __future__ import annotations
 import math
 import random
 import string
+from collections.abc import Mapping
+from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from statemachine.text import is_disconnect
@@ -73,3 +75,54 @@ def mismatch(expected: str, got: str) -> str | None:
             return f"reply differs from the upper-cased message: expected {want!r}, got {have!r}"
     shorter = "shorter" if len(got) < len(expected) else "longer"
     return f"reply is {shorter} than the upper-cased message"
+
+
+@dataclass(frozen=True, slots=True)
+class UserOption:
+    """One option of the Locust user: its type, default, allowed range and the words the web UI shows."""
+
+    kind: type
+    default: float
+    low: float
+    high: float | None
+    help: str
+
+    def check(self, flag: str, value: object) -> str | None:
+        """Why ``value`` is refused (None when it is fine); text from a web form is converted first."""
+        if isinstance(value, str):
+            try:
+                value = self.kind(value)
+            except ValueError:
+                noun = "a whole number" if self.kind is int else "a number"
+                return f"{flag} must be {noun}, got {value!r}"
+        if not isinstance(value, int | float) or not math.isfinite(value):
+            return f"{flag} must be a number, got {value!r}"
+        if value < self.low or (self.high is not None and value > self.high):
+            bounds = f"between {self.low:g} and {self.high:g}" if self.high is not None else f"at least {self.low:g}"
+            return f"{flag} must be {bounds}, got {value:g}"
+        return None
+
+
+# The defaults are not repeated in the help: the web UI shows the help as the
+# field's label next to a field that already holds the default.
+USER_OPTIONS = {
+    "message_size": UserOption(int, 200, 0, None, "longest message in characters"),
+    "disconnect_rate": UserOption(
+        float, 0.02, 0.0, 1.0, "chance after each message that the user says DESCONEXION and reconnects"
+    ),
+    "think_time": UserOption(float, 0.05, 0.0, None, "mean pause between messages in seconds; 0 = none"),
+    "reply_timeout": UserOption(float, 10.0, 0.001, None, "seconds to wait for a reply"),
+}
+
+
+def flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def option_problems(values: Mapping[str, object]) -> list[str]:
+    """One line for each user option in ``values`` that is out of range or not a number."""
+    problems = []
+    for name, option in USER_OPTIONS.items():
+        if name in values and (problem := option.check(flag(name), values[name])):
+            problems.append(problem)
+    return problems

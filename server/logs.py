@@ -14,6 +14,9 @@ LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNI
 _UNSAFE = [*range(0x00, 0x20), 0x7F, *range(0x80, 0xA0), 0x2028, 0x2029, *range(0x202A, 0x202F), *range(0x2066, 0x206A)]
 _ESCAPES = {code: f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" for code in _UNSAFE}
 _ESCAPES[ord("\\")] = "\\\\"
+# A byte that is not UTF-8 reaches the log decoded with "surrogateescape"
+# (U+DC80-U+DCFF): write it as the byte it was, in line and raw framing alike (S3).
+_ESCAPES.update({0xDC00 + byte: f"\\x{byte:02x}" for byte in range(0x80, 0x100)})
 
 
 def escape(text: str) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 LANGS = ("es", "en")
@@ -20,6 +21,12 @@ class Texts:
     shutting_down: str
     stopped: str
     forced: str
+    reasons: Mapping[str, str]
+
+    def closed_line(self, peer: object, reason: str | None) -> str:
+        """The one line for a session's end, its reason in words (S4); an unknown reason is shown as named."""
+        words = self.reasons.get(reason or "", (reason or "").replace("_", " "))
+        return self.closed.format(peer=peer, reason=words)
 
 
 SPANISH = Texts(
@@ -28,12 +35,21 @@ SPANISH = Texts(
     received="Mensaje recibido: {text}",
     replied="Respuesta enviada al cliente: {text}",
     disconnect="El cliente {peer} solicita desconexión.",
-    closed="Conexión cerrada con el cliente {peer} ({reason})",
+    closed="Conexión cerrada con el cliente {peer}: {reason}",
     busy="Servidor ocupado: conexión rechazada de {peer}",
     busy_unlogged="Servidor ocupado: {count} conexiones más rechazadas sin anotarlas aquí",
     shutting_down="Cerrando el servidor: no se aceptan más conexiones",
     stopped="Servidor detenido",
     forced="Segunda señal: salida inmediata",
+    reasons={
+        "disconnect": "desconexión pedida",
+        "end_of_stream": "el cliente terminó de enviar",
+        "line_too_long": "mensaje demasiado largo",
+        "idle_timeout": "tiempo de inactividad agotado",
+        "line_timeout": "tiempo para completar el mensaje agotado",
+        "shutdown": "cierre del servidor",
+        "abort": "conexión interrumpida",
+    },
 )
 
 ENGLISH = Texts(
@@ -42,12 +58,21 @@ ENGLISH = Texts(
     received="Message received: {text}",
     replied="Reply sent to client: {text}",
     disconnect="Client {peer} asks to disconnect.",
-    closed="Connection closed with client {peer} ({reason})",
+    closed="Connection closed with client {peer}: {reason}",
     busy="Server busy: connection refused from {peer}",
     busy_unlogged="Server busy: {count} more connections refused and not logged",
     shutting_down="Shutting down: no longer accepting connections",
     stopped="Server stopped",
     forced="Second signal: exiting at once",
+    reasons={
+        "disconnect": "disconnect requested",
+        "end_of_stream": "end of stream",
+        "line_too_long": "line too long",
+        "idle_timeout": "idle timeout",
+        "line_timeout": "line timeout",
+        "shutdown": "server shutting down",
+        "abort": "connection aborted",
+    },
 )
 
 

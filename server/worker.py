@@ -33,6 +33,7 @@ from server.poller import WRITE as _WRITE
 from server.poller import Poller
 from statemachine.machine import CLOSED, CLOSING
 from statemachine.session import ERROR_BUSY, Session
+from statemachine.text import is_disconnect
 
 if TYPE_CHECKING:
     from server.app import Server
@@ -268,7 +269,8 @@ class Worker(threading.Thread):
 
     def _log_message(self, text: str, reply: str) -> None:
         log.info(self.texts.received.format(text=escape(text)))
-        log.info(self.texts.replied.format(text=escape(reply)))
+        if not is_disconnect(text):  # the seed logs the disconnect word's request instead (S4)
+            log.info(self.texts.replied.format(text=escape(reply)))
 
     # -- writing --------------------------------------------------------------
 
@@ -340,8 +342,8 @@ class Worker(threading.Thread):
         """All replies handed to the network: shut down sending, session CLOSED, linger."""
         conn.session.flushed()
         self.server.session_ended()
-        if self._log_info:
-            log.info(self.texts.closed.format(peer=conn.peer, reason=conn.session.reason))
+        if self._log_info and conn.session.reason != "disconnect":  # already said, as the seed does (S4)
+            log.info(self.texts.closed_line(conn.peer, conn.session.reason))
         self._linger(conn, now)
 
     def _linger(self, conn: Conn, now: float) -> None:
@@ -363,7 +365,7 @@ class Worker(threading.Thread):
             session.abort()
             self.server.session_ended()
             if self._log_info:
-                log.info(self.texts.closed.format(peer=conn.peer, reason="abort"))
+                log.info(self.texts.closed_line(conn.peer, "abort"))
         if conn.sock is not None:
             try:
                 conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET)

@@ -126,13 +126,10 @@ def fire(model: SessionModel, trigger: str) -> None:
 
 
 def mermaid() -> str:
-    """The machine drawn by ``transitions`` as a Mermaid state diagram."""
-    from transitions.extensions import GraphMachine
+    """The machine as a Mermaid state diagram, drawn from this declaration (:mod:`statemachine.diagram`)."""
+    from statemachine.diagram import mermaid_of
 
-    drawing = GraphMachine(
-        **MACHINE_KWARGS, graph_engine="mermaid", title="upperecho session", show_state_attributes=False
-    )
-    return drawing.get_graph().draw(None)
+    return mermaid_of(MACHINE, "upperecho session", groups={"OPEN": _OPEN}, entries=[INITIAL], finals=[FINAL])
 
 
 __all__ = [

@@ -191,7 +191,7 @@ class Session(SessionModel):
             fire(self, "message")
             reply = ERROR_INVALID_UTF8
             if self.on_message is not None:
-                self.on_message(line.decode(errors="replace"), reply)
+                self.on_message(line.decode(errors="surrogateescape"), reply)  # the log writes \xNN (S3)
             return reply.encode() + self._terminator
         reply = text.upper()
         if self.on_message is not None:

@@ -31,11 +31,12 @@ class ServerProcess:
         env: dict[str, str] | None = None,
         start_timeout: float = 30.0,
         preexec_fn=None,
+        module: str = "server",
     ) -> None:
         self.args = ["--port", "0", *args] if "--port" not in args else list(args)
         full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "server", *self.args],
+            [sys.executable, "-m", module, *self.args],
             cwd=ROOT,
             env=full_env,
             stdout=subprocess.PIPE,

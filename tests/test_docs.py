@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -17,10 +18,71 @@ def test_readme_embeds_the_current_state_diagram():
     assert f"```mermaid\n{drawn.rstrip()}\n```" in readme, "README diagram is stale: paste `python -m statemachine`"
 
 
-def test_every_declared_transition_is_drawn():
-    from statemachine.machine import mermaid, table
+def _read_back(drawing: str) -> tuple[dict[tuple[str, str], str], list[str], list[str]]:
+    """The drawing as ``{(source, trigger): dest}``, its entry and final states.
+
+    A composite state stands for each state inside it as a source, and for its
+    initial state as a destination.
+    """
+    members: dict[str, list[str]] = {}
+    initial: dict[str, str] = {}
+    edges: list[tuple[str, str, list[str]]] = []
+    entries: list[str] = []
+    finals: list[str] = []
+    group = None
+    for line in drawing.splitlines():
+        line = line.strip()
+        if match := re.fullmatch(r"state (\w+) \{", line):
+            group = match[1]
+            members[group] = []
+        elif line == "}":
+            group = None
+        elif match := re.fullmatch(r"\[\*\] --> (\w+)", line):
+            if group is None:
+                entries.append(match[1])
+            else:
+                initial[group] = match[1]
+                members[group].append(match[1])
+        elif match := re.fullmatch(r"(\w+) --> \[\*\]", line):
+            finals.append(match[1])
+        elif match := re.fullmatch(r"(\w+) --> (\w+): (.+)", line):
+            edges.append((match[1], match[2], [t.strip() for t in match[3].split("|")]))
+            if group is not None:
+                members[group] += [s for s in (match[1], match[2]) if s not in members[group]]
+    drawn: dict[tuple[str, str], str] = {}
+    for source, dest, triggers in edges:
+        for state in members.get(source, [source]):
+            for trigger in triggers:
+                assert (state, trigger) not in drawn, f"{state} {trigger} drawn twice"
+                drawn[(state, trigger)] = initial.get(dest, dest)
+    resolve = [initial.get(state, state) for state in entries]
+    return drawn, resolve, finals
+
+
+def test_the_drawing_holds_exactly_the_declared_table():
+    from statemachine.machine import FINAL, INITIAL, mermaid, table
+
+    drawn, entries, finals = _read_back(mermaid())
+    assert drawn == table()
+    assert entries == [INITIAL] and finals == [FINAL]
+
+
+def test_the_drawing_marks_no_state_as_active_and_the_message_loop_label_stands_alone():
+    """No "current state" in a drawing of the machine; the loop's ``message`` is the only label at ECHOING."""
+    from statemachine.machine import ECHOING, mermaid
 
     drawing = mermaid()
-    for (source, trigger), dest in table().items():
-        edge = next(line for line in drawing.splitlines() if line.strip().startswith(f"{source} --> {dest}:"))
-        assert trigger in edge.split(":", 1)[1].replace(" ", "").split("|")
+    assert "classDef" not in drawing and "active" not in drawing
+    at_echoing = [line.strip() for line in drawing.splitlines() if line.strip().startswith(f"{ECHOING} -->")]
+    assert at_echoing == [f"{ECHOING} --> {ECHOING}: message"]
+
+
+def test_the_readmes_locust_reports_land_in_an_ignored_directory():
+    """Running the README's Locust command leaves the checkout clean."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    outputs = [path for flag, path in re.findall(r"--(csv|html) (\S+)", readme)]
+    assert outputs, "the README shows no Locust report option"
+    for path in outputs:
+        assert "/" in path, f"{path}: a report in the top of the checkout"
+        ignored = subprocess.run(["git", "check-ignore", "-q", "--no-index", path], cwd=ROOT, timeout=30)
+        assert ignored.returncode == 0, f"{path} is not ignored by .gitignore"

@@ -295,3 +295,55 @@ def test_progress_bar_on_a_terminal_stderr_only_for_long_input(quiet_server, tmp
         assert "/3.00k" in text and "msg" in text, text
     else:
         assert text == ""
+
+
+@pytest.mark.parametrize("pipeline", [[], ["--pipeline"]], ids=["one-by-one", "pipeline"])
+def test_a_line_is_sent_and_answered_while_the_input_is_still_open(pipeline):
+    """C6: a slow pipe (``(echo a; sleep 3; echo b) | ...``) holds back nothing that was already written."""
+    with fake_server(upper_echo) as fake:
+        client = subprocess.Popen(
+            [sys.executable, "-m", "client", "--port", str(fake.port), *pipeline],
+            cwd=ROOT,
+            env=client_env(),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        try:
+            client.stdin.write(b"a\n")
+            client.stdin.flush()
+            fake.wait_received(b"a\n")  # sent, though more input may come
+            assert client.stdout.readline() == b"A\n"  # and its reply is out before the input ends
+            stdout, stderr = client.communicate(b"b\n", timeout=60)
+        finally:
+            client.kill()
+            client.wait(timeout=30)
+    assert (client.returncode, stdout, stderr) == (0, b"B\n", b"")
+    assert bytes(fake.received) == b"a\nb\nDESCONEXION\n"
+
+
+def answer_one_then_time_out(conn: socket.socket, fake) -> None:
+    """Answer the first line; at the second, end the session the way an idle timeout does."""
+    line = fake.read_line(conn)
+    conn.sendall(line[:-1].upper() + b"\n")
+    fake.read_line(conn)
+    conn.sendall(b"error: idle timeout\n")
+    drain_until_closed(conn, fake)
+
+
+@pytest.mark.parametrize("pipeline", [[], ["--pipeline"]], ids=["one-by-one", "pipeline"])
+def test_a_line_about_the_session_blames_no_input_line(pipeline):
+    with fake_server(answer_one_then_time_out) as fake:
+        result = run_client("--port", str(fake.port), *pipeline, stdin=None, input=b"uno\ndos\n")
+    assert (result.returncode, result.stdout) == (1, b"UNO\n")
+    assert one_error_line(result.stderr) == "error: server said: error: idle timeout (1 message answered)"
+
+
+def test_a_busy_server_blames_no_input_line(start_server):
+    server = start_server("-q", "--max-connections", "1")
+    with socket.create_connection(server.address, timeout=30) as holder:
+        holder.sendall(b"ocupo\n")
+        assert holder.recv(64) == b"OCUPO\n"  # admitted: the one session the server allows
+        result = run_client("--port", str(server.port), stdin=None, input=b"hola\n")
+    assert (result.returncode, result.stdout) == (1, b"")
+    assert one_error_line(result.stderr) == "error: server said: error: server busy (0 messages answered)"

@@ -38,6 +38,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule, run_state_machine_as_test
 
 from client.connection import Connection, ServerError
+from server.messages import ENGLISH
 from tests.formal import reference
 from tests.formal.strategies import any_char, deterministic, disconnect_variants, line_streams
 from tests.serverproc import ServerProcess
@@ -61,7 +62,9 @@ SERVER_ARGS = (
     "5",
 )
 RAW, CLIENT = "raw", "client"
-_CLOSED_LINE = re.compile(r"^Connection closed with client .* \((\w+)\)$")
+_CLOSED_LINE = re.compile(r"^Connection closed with client \(.*?\): (.+)$")
+_DISCONNECT_LINE = re.compile(r"^Client \(.*\) asks to disconnect\.$")
+_REASON = {words: reason for reason, words in ENGLISH.reasons.items()}
 _RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends a reset
 
 
@@ -286,7 +289,8 @@ class LiveServerModel(RuleBasedStateMachine):
 
         def observed() -> tuple[int, Counter[str], int, int]:
             lines = list(self.server.stdout)
-            closed = Counter(m.group(1) for line in lines if (m := _CLOSED_LINE.match(line)))
+            closed = Counter(_REASON[m.group(1)] for line in lines if (m := _CLOSED_LINE.match(line)))
+            closed["disconnect"] += sum(bool(_DISCONNECT_LINE.match(line)) for line in lines)  # the seed's line (S4)
             return (
                 sum(line.startswith("Connection established with client") for line in lines),
                 closed,

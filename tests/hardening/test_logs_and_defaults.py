@@ -36,7 +36,7 @@ TRANSCRIPT = [
         rf"Mensaje recibido: {_TEXT}",
         rf"Respuesta enviada al cliente: {_TEXT}",
         rf"El cliente {_PEER} solicita desconexión\.",
-        rf"Conexión cerrada con el cliente {_PEER} \(\w+\)",
+        rf"Conexión cerrada con el cliente {_PEER}: [\w ]+",
         r"Cerrando el servidor: no se aceptan más conexiones",
         r"Servidor detenido",
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import subprocess
 import sys
 
@@ -156,3 +157,66 @@ def test_unknown_server_or_workload_is_a_usage_error(capsys):
     with pytest.raises(SystemExit):
         parse_args(["--workloads", "W7"])
     assert parse_args(["--servers", "upperecho,P2", "--workloads", "w1", "W5"]).workloads == ["W1", "W5"]
+
+
+RESULTS = ROOT / "loadtest" / "results"
+
+
+def _committed_run() -> tuple[dict, list[report.Row], list[tuple[str, str, str]]]:
+    document = json.loads((RESULTS / "bench.json").read_text(encoding="utf-8"))
+    skipped = [(n["workload"], n["server"], n["reason"]) for n in document["not_applicable"]]
+    return document, report.summarize(document["samples"]), skipped
+
+
+def test_chart_of_the_committed_run_has_a_visible_bar_or_an_n_a_mark_in_every_slot():
+    document, rows, skipped = _committed_run()
+    workloads, servers, slots = report.chart_slots(rows, skipped)
+    assert workloads == sorted(document["workloads"]) and servers == list(document["servers"])
+    assert {(s.workload, s.server) for s in slots} == {(w, n) for w in workloads for n in servers}
+    for slot in slots:
+        if (slot.workload, slot.server) in {(w, n) for w, n, _ in skipped}:
+            assert (slot.ratio, slot.cpu_drawn, slot.note) == (None, None, "n/a")
+        else:
+            assert slot.ratio > 0 and slot.cpu_drawn >= report.CPU_FLOOR_US, slot
+    text = report.caption(workloads, skipped)
+    for workload, (what, _) in report.WORKLOADS.items():
+        assert f"{workload}: {what}" in text  # the chart says what W1-W5 are
+    assert "n/a: the server does not run that workload (serves one client at a time)" in text
+
+
+def test_a_cpu_figure_of_zero_is_drawn_at_the_floor_and_marked():
+    rows = report.summarize([_sample("W5", OURS, 9e5, cpu=0.0), _sample("W5", "P1", 1e5, cpu=8.0)])
+    _, _, slots = report.chart_slots(rows)
+    ours = next(slot for slot in slots if slot.server == OURS)
+    assert (ours.cpu_us, ours.cpu_drawn, ours.note) == (0.0, report.CPU_FLOOR_US, f"<{report.CPU_FLOOR_US:g}")
+    assert next(slot for slot in slots if slot.server == "P1").note == ""
+
+
+def test_committed_table_and_chart_are_drawn_from_the_committed_json(tmp_path):
+    """``python -m loadtest.report loadtest/results/bench.json`` gives back the committed table."""
+    document, rows, skipped = _committed_run()
+    assert report.main([str(RESULTS / "bench.json"), "--out", str(tmp_path)]) == 0
+    table = (tmp_path / "table.md").read_text(encoding="utf-8")
+    assert table == (RESULTS / "table.md").read_text(encoding="utf-8")
+    assert table.startswith(report.heading(document))
+    assert "issue" not in table.lower() and "Targets (see docs/benchmarks.md):" in table
+    assert (tmp_path / "bench.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_help_cites_only_files_the_repository_has_and_names_each_workload():
+    result = subprocess.run(
+        [sys.executable, "-m", "loadtest.bench", "--help"], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0
+    cited = set(re.findall(r"[\w/.-]+\.md\b", result.stdout))
+    assert cited and all((ROOT / path).is_file() for path in cited), cited
+    for workload in report.WORKLOADS:
+        assert re.search(rf"^\s+{workload}\s+\S", result.stdout, re.MULTILINE), workload
+
+
+def test_make_bench_passes_its_options():
+    result = subprocess.run(
+        ["make", "-n", "bench", "ARGS=--quick --workloads W1"], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1].endswith("-m loadtest.bench --quick --workloads W1")

@@ -165,3 +165,45 @@ def test_web_ui_lists_the_options_and_runs_a_swarm(tmp_path):
             finally:
                 stop([ui])
         pytest.fail("the web UI did not come up on any of three ports")
+
+
+def test_a_bad_option_stops_a_headless_run_at_once_with_one_clear_line(tmp_path):
+    proc = start_locust(
+        "--headless", "-u", "2", "-r", "2", "-t", "600s", "--host", "tcp://127.0.0.1:1", "--message-size", "-5",
+        cwd=tmp_path,
+    )  # fmt: skip
+    code, output = finish(proc, timeout=90)  # not the 600 s run: it never starts
+    assert code == 2, output[-3000:]
+    assert "--message-size must be at least 0, got -5" in output
+    assert "Traceback" not in output
+
+
+def test_web_ui_refuses_a_swarm_with_a_bad_option_and_labels_say_each_default_once(tmp_path):
+    with running_server(*quiet()) as srv:
+        host = f"tcp://{srv.host}:{srv.port}"
+        for _attempt in range(3):
+            port = str(free_port())
+            base = f"http://127.0.0.1:{port}"
+            ui = start_locust("--web-host", "127.0.0.1", "--web-port", port, "--host", host, cwd=tmp_path)
+            try:
+                page = _page(base, ui, time.monotonic() + 60)
+                if page is None:
+                    continue
+                assert '"longest message in characters"' in page  # the label; the field holds the default
+                assert "(default" not in page
+                form = {"user_count": "5", "spawn_rate": "5", "host": host, "message_size": "-5"}
+                refused = _post(base + "/swarm", form)
+                assert refused["success"] is False
+                assert refused["message"] == "--message-size must be at least 0, got -5"
+                assert json.loads(_get(base + "/stats/requests"))["state"] == "ready"  # nobody is spawning
+                started = _post(base + "/swarm", {**form, "message_size": "20"})
+                assert started["success"], started
+                _post(base + "/stop", {})
+                ui.terminate()
+                _, output = finish(ui, timeout=30)
+            finally:
+                stop([ui])
+            assert "swarm refused: --message-size must be at least 0, got -5" in output
+            assert "Traceback" not in output, output[-3000:]
+            return
+        pytest.fail("the web UI did not come up on any of three ports")

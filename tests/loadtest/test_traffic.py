@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from loadtest.traffic import ASCII, UNICODE, message, message_size, mismatch, parse_host
+from loadtest.traffic import ASCII, UNICODE, message, message_size, mismatch, option_problems, parse_host
 from statemachine.text import is_disconnect
 
 
@@ -83,3 +83,21 @@ def test_unicode_alphabet_holds_letters_whose_upper_case_is_longer():
 )
 def test_mismatch_says_what_differs_in_words_that_do_not_depend_on_the_message(expected, got, fault):
     assert mismatch(expected, got) == fault
+
+
+@pytest.mark.parametrize(
+    ("values", "problems"),
+    [
+        ({"message_size": 0, "disconnect_rate": 1.0, "think_time": 0.0, "reply_timeout": 0.5}, []),
+        ({"message_size": -5}, ["--message-size must be at least 0, got -5"]),
+        ({"disconnect_rate": "1.5"}, ["--disconnect-rate must be between 0 and 1, got 1.5"]),
+        ({"message_size": "2.5"}, ["--message-size must be a whole number, got '2.5'"]),
+        ({"think_time": "nan"}, ["--think-time must be a number, got nan"]),
+        (
+            {"reply_timeout": 0, "think_time": -1},
+            ["--think-time must be at least 0, got -1", "--reply-timeout must be at least 0.001, got 0"],
+        ),
+    ],
+)
+def test_user_options_are_checked_with_one_line_each(values, problems):
+    assert option_problems(values) == problems

@@ -99,6 +99,9 @@ TABLE_MUTANTS = [
     TableMutant("CLOSED is left: message reopens", _add("message", "CLOSED", "ECHOING"), _ALL | {GRAPH}),
     TableMutant("initial state ECHOING", _set("initial", "ECHOING"), _ALL | {GRAPH}),
     TableMutant("automatic to_<state> triggers", _set("auto_transitions", True), _ALL | {GRAPH}),
+    TableMutant("handshake_done -> ECHOING", _redirect("handshake_done", "ECHOING"), _ALL),
+    TableMutant("handshake_failed -> CLOSING (a FIN, no close)", _redirect("handshake_failed", "CLOSING"), _ALL),
+    TableMutant("abort no longer leaves HANDSHAKE", _sources("abort", ["CONNECTED", "ECHOING", "CLOSING"]), _ALL),
 ]
 
 

@@ -20,6 +20,7 @@ class Texts:
     shutting_down: str
     stopped: str
     forced: str
+    tls_failed: str
 
 
 SPANISH = Texts(
@@ -34,6 +35,7 @@ SPANISH = Texts(
     shutting_down="Cerrando el servidor: no se aceptan más conexiones",
     stopped="Servidor detenido",
     forced="Segunda señal: salida inmediata",
+    tls_failed="Negociación TLS fallida con el cliente {peer}: {reason}",
 )
 
 ENGLISH = Texts(
@@ -48,6 +50,7 @@ ENGLISH = Texts(
     shutting_down="Shutting down: no longer accepting connections",
     stopped="Server stopped",
     forced="Second signal: exiting at once",
+    tls_failed="TLS handshake failed with client {peer}: {reason}",
 )
 
 

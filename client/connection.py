@@ -2,12 +2,15 @@
 
 It speaks wire protocol v1 (line framing) with a plain blocking socket and a
 timeout, so it also works under gevent's monkey-patching (Locust).  Replies
-are framed with the core's :class:`~statemachine.framing.LineFramer`.
+are framed with the core's :class:`~statemachine.framing.LineFramer`.  Given an
+``ssl.SSLContext`` (see :func:`tls_context`) it speaks the same over TLS (O6),
+checking the server's certificate and host name unless told otherwise.
 """
 
 from __future__ import annotations
 
 import socket
+import ssl
 from collections import deque
 from collections.abc import Iterable, Iterator
 
@@ -44,6 +47,23 @@ class ConnectionLost(ClientError):
     """The connection ended, or went silent, before an expected reply."""
 
 
+class TlsSetupError(ClientError):
+    """The TLS settings cannot be used (an unreadable or invalid CA file)."""
+
+
+def tls_context(cafile: str | None = None, insecure: bool = False) -> ssl.SSLContext:
+    """A client context: the system's CAs (or ``cafile``'s), host name checked; ``insecure`` checks nothing."""
+    try:
+        context = ssl.create_default_context(cafile=cafile)
+    except (OSError, ssl.SSLError) as exc:
+        detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else getattr(exc, "reason", None) or exc
+        raise TlsSetupError(f"cannot use the CA file {cafile}: {str(detail).replace('_', ' ').lower()}") from None
+    if insecure:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
+
+
 class ServerError(ClientError):
     """The server sent a line of its own (``error: …``) instead of a reply."""
 
@@ -65,10 +85,12 @@ class Connection:
         host: str = DEFAULT_HOST,
         port: int = DEFAULT_PORT,
         timeout: float | None = DEFAULT_TIMEOUT,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.host = host
         self.port = port
         self.timeout = timeout
+        self.ssl_context = ssl_context
         self._sock: socket.socket | None = None
         self._framer = LineFramer(_MAX_REPLY)
         self._lines: deque[str] = deque()
@@ -77,14 +99,30 @@ class Connection:
     # -- life cycle -----------------------------------------------------------
 
     def connect(self) -> Connection:
+        sock = None
         try:
-            self._sock = socket.create_connection((self.host, self.port), timeout=self.timeout)
+            sock = socket.create_connection((self.host, self.port), timeout=self.timeout)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if self.ssl_context is not None:
+                sock = self.ssl_context.wrap_socket(sock, server_hostname=self.host)
         except TimeoutError as exc:
+            _close_quietly(sock)
             raise ConnectError(f"cannot connect to {self.host}:{self.port}: timed out") from exc
+        except ssl.SSLCertVerificationError as exc:
+            _close_quietly(sock)
+            why = exc.verify_message or str(exc.reason or exc)
+            raise ConnectError(
+                f"cannot connect to {self.host}:{self.port}: TLS certificate verify failed: {why}"
+            ) from exc
+        except ssl.SSLError as exc:
+            _close_quietly(sock)
+            why = str(exc.reason or exc).replace("_", " ").lower()
+            raise ConnectError(f"cannot connect to {self.host}:{self.port}: TLS handshake failed: {why}") from exc
         except OSError as exc:
+            _close_quietly(sock)
             reason = exc.strerror or str(exc)
             raise ConnectError(f"cannot connect to {self.host}:{self.port}: {reason.lower()}") from exc
-        self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._sock = sock
         return self
 
     def close(self) -> None:
@@ -225,6 +263,11 @@ def encode_message(text: str) -> bytes:
     if "\n" in text or text.endswith("\r"):
         raise ValueError(f"a message cannot contain LF or end with CR: {text[:60]!r}")
     return text.encode() + b"\n"
+
+
+def _close_quietly(sock: socket.socket | None) -> None:
+    if sock is not None:
+        sock.close()
 
 
 def _reason(exc: OSError) -> str:

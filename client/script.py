@@ -110,7 +110,7 @@ def run(config: Config) -> int:
         return _fail(str(exc), exitcodes.USAGE)
     with source:
         try:
-            conn = Connection(config.host, config.port, config.timeout).connect()
+            conn = Connection(config.host, config.port, config.timeout, config.ssl_context).connect()
         except ConnectError as exc:
             return _fail(str(exc), exitcodes.CANNOT_CONNECT)
         with conn:

@@ -38,8 +38,8 @@ class Cert:
         return ssl.create_default_context(cafile=str(self.cert))
 
 
-def make_cert(directory: Path, name: str = "localhost") -> Cert:
-    """A self-signed certificate for ``localhost`` and 127.0.0.1, valid for a day."""
+def make_cert(directory: Path, name: str = "localhost", names: str = "DNS:localhost,IP:127.0.0.1") -> Cert:
+    """A self-signed certificate for ``names`` (subjectAltName; localhost and 127.0.0.1), valid for a day."""
     if OPENSSL is None:
         pytest.skip("needs the openssl command (Debian package openssl) to make a throwaway certificate")
     cert, key = directory / f"{name}.crt", directory / f"{name}.key"
@@ -62,7 +62,7 @@ def make_cert(directory: Path, name: str = "localhost") -> Cert:
             "-subj",
             "/CN=localhost",
             "-addext",
-            "subjectAltName=DNS:localhost,IP:127.0.0.1",
+            f"subjectAltName={names}",
         ],
         check=True,
         capture_output=True,

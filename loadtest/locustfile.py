@@ -1,5 +1,8 @@
 """A Locust user for upperecho: ``locust -f loadtest/locustfile.py --host tcp://127.0.0.1:5000``.
 
+``--host tls://HOST:PORT`` speaks TLS (O6), checking the server's certificate
+against the system's CAs or ``--tls-cafile``; ``--tls-insecure`` checks nothing.
+
 Each user is one client session over the shared client class: it connects,
 echoes messages of varied size and content (ASCII and Unicode), checks every
 reply against the upper-cased message, and now and then says DESCONEXION and
@@ -16,13 +19,14 @@ from __future__ import annotations
 
 import logging
 import random
+import ssl
 import time
 
 import gevent
 from locust import User, events, task
 from locust.env import Environment
 
-from client.connection import ClientError, Connection
+from client.connection import ClientError, Connection, tls_context
 from loadtest.traffic import (
     ASCII,
     DEFAULT_HOST,
@@ -32,6 +36,7 @@ from loadtest.traffic import (
     message_size,
     mismatch,
     parse_host,
+    uses_tls,
 )
 
 REQUEST_TYPE = "upperecho"
@@ -58,6 +63,12 @@ def _options(parser) -> None:
         "--think-time", type=float, default=0.05, help="mean pause between messages in seconds; 0 = none (default 0.05)"
     )
     parser.add_argument("--reply-timeout", type=float, default=10.0, help="seconds to wait for a reply (default 10)")
+    parser.add_argument(
+        "--tls-cafile", default="", help="with --host tls://...: trust the CA certificates in this PEM file"
+    )
+    parser.add_argument(
+        "--tls-insecure", action="store_true", default=False, help="with --host tls://...: check no certificate"
+    )
 
 
 def _option(environment: Environment, name: str, default: float, low: float, high: float | None = None) -> float:
@@ -66,6 +77,20 @@ def _option(environment: Environment, name: str, default: float, low: float, hig
         bounds = f"between {low} and {high}" if high is not None else f"at least {low}"
         raise ValueError(f"--{name.replace('_', '-')} must be {bounds}, got {value}")
     return value
+
+
+def _tls_context(environment: Environment) -> ssl.SSLContext:
+    """One client context for every user of this process (loading CA files is not free)."""
+    options = environment.parsed_options
+    cafile = (getattr(options, "tls_cafile", "") if options else "") or None
+    insecure = bool(getattr(options, "tls_insecure", False)) if options else False
+    key = (cafile, insecure)
+    if key not in _CONTEXTS:
+        _CONTEXTS[key] = tls_context(cafile, insecure)
+    return _CONTEXTS[key]
+
+
+_CONTEXTS: dict[tuple[str | None, bool], ssl.SSLContext] = {}
 
 
 class UpperechoUser(User):
@@ -82,6 +107,7 @@ class UpperechoUser(User):
         self.timeout = _option(environment, "reply_timeout", 10.0, 0.001)
         self.rng = random.Random()
         self.conn: Connection | None = None
+        self.ssl_context = _tls_context(environment) if uses_tls(self.host) else None
 
     def wait_time(self) -> float:
         return self.rng.expovariate(1 / self.think_time) if self.think_time else 0.0
@@ -101,7 +127,7 @@ class UpperechoUser(User):
 
     def _connected(self) -> Connection | None:
         if self.conn is None:
-            conn = Connection(*self.address, timeout=self.timeout)
+            conn = Connection(*self.address, timeout=self.timeout, ssl_context=self.ssl_context)
             started = time.perf_counter()
             try:
                 conn.connect()

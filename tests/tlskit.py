@@ -1,6 +1,6 @@
 """TLS for tests: a throwaway certificate made at run time, and a client that controls every record.
 
-The certificate is made with the ``openssl`` command in a temporary directory
+The certificate is made with the ``openssl`` command (:mod:`loadtest.certs`) in a temporary directory
 (no private key is ever kept in the repository); a test that needs it is
 skipped, naming the tool, when ``openssl`` is missing.  :class:`RecordClient`
 speaks TLS over a plain blocking socket through ``ssl.MemoryBIO``, so a test
@@ -10,17 +10,17 @@ clean ``close_notify`` from a bare end of stream or a reset.
 
 from __future__ import annotations
 
-import shutil
 import socket
 import ssl
-import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-OPENSSL = shutil.which("openssl")
+from loadtest.certs import DEFAULT_NAMES, openssl, throwaway_cert
+
+OPENSSL = openssl()
 needs_openssl = pytest.mark.skipif(
     OPENSSL is None, reason="needs the openssl command (Debian package openssl) to make a throwaway certificate"
 )
@@ -38,37 +38,11 @@ class Cert:
         return ssl.create_default_context(cafile=str(self.cert))
 
 
-def make_cert(directory: Path, name: str = "localhost", names: str = "DNS:localhost,IP:127.0.0.1") -> Cert:
+def make_cert(directory: Path, name: str = "localhost", names: str = DEFAULT_NAMES) -> Cert:
     """A self-signed certificate for ``names`` (subjectAltName; localhost and 127.0.0.1), valid for a day."""
     if OPENSSL is None:
         pytest.skip("needs the openssl command (Debian package openssl) to make a throwaway certificate")
-    cert, key = directory / f"{name}.crt", directory / f"{name}.key"
-    subprocess.run(
-        [
-            OPENSSL,
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-keyout",
-            str(key),
-            "-out",
-            str(cert),
-            "-days",
-            "1",
-            "-subj",
-            "/CN=localhost",
-            "-addext",
-            f"subjectAltName={names}",
-        ],
-        check=True,
-        capture_output=True,
-        timeout=60,
-    )
-    return Cert(cert, key)
+    return Cert(*throwaway_cert(directory, name, names))
 
 
 class RecordClient:

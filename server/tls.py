@@ -197,6 +197,8 @@ class TlsTransport:
         The worker calls again with the same unsent data, so a chunk encrypted
         but not yet fully sent is never encrypted twice.
         """
+        if not self._cipher and len(data) <= _CHUNK and not self._closing:
+            return self._send_small(data)
         if self._cipher:
             self._flush()
             if self._cipher:
@@ -215,6 +217,20 @@ class TlsTransport:
         if not sent and self._cipher:
             raise BlockingIOError
         return sent
+
+    def _send_small(self, data: bytes | bytearray | memoryview) -> int:
+        """The common case, a reply with nothing held: one encryption, one ``send``, no copy kept."""
+        self._encrypt(data)
+        cipher = self._outgoing.read()
+        try:
+            sent = self._sock.send(cipher)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        if sent == len(cipher):
+            return len(data)
+        self._cipher += memoryview(cipher)[sent:]
+        self._owed = len(data)
+        raise BlockingIOError
 
     def shutdown(self, how: int) -> None:
         """Send our ``close_notify``, then (once it is all out) shut the socket's sending side."""
@@ -241,13 +257,16 @@ class TlsTransport:
     def _read_plain(self) -> bytes:
         """All the plaintext the ciphertext received so far yields (never more than about one read's worth)."""
         chunks = []
+        tls, incoming = self._ssl, self._incoming
         try:
             while True:
-                chunk = self._ssl.read(_RECORD)
+                chunk = tls.read(_RECORD)
                 if not chunk:
                     self._ended = True
                     break
                 chunks.append(chunk)
+                if not incoming.pending and not tls.pending():
+                    break  # all input consumed: another read would only say "want read"
         except ssl.SSLWantReadError:
             pass
         except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
@@ -261,14 +280,18 @@ class TlsTransport:
             self._flush()
         return b"".join(chunks)
 
-    def _write(self, chunk: memoryview) -> None:
+    def _write(self, chunk: bytes | bytearray | memoryview) -> None:
+        self._encrypt(chunk)
+        self._take_output()
+
+    def _encrypt(self, chunk: bytes | bytearray | memoryview) -> None:
+        """``chunk`` into the outgoing buffer (a write into memory never waits for the socket)."""
         try:
             done = 0
             while done < len(chunk):
                 done += self._ssl.write(chunk[done:])
         except ssl.SSLError as exc:  # SSLWantReadError included: see the module docstring
             raise TlsError(_why(exc)) from None
-        self._take_output()
 
     def _take_output(self) -> None:
         if self._outgoing.pending:

@@ -189,3 +189,16 @@ def test_bad_tls_settings_give_one_line(cert, tmp_path):
         assert result.returncode == status, (args, result.stderr)
         assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0], (args, result.stderr)
         assert result.stdout == ""
+
+
+def test_busy_over_tls_closes_without_a_plain_line_and_serves_the_others(start_server, cert):
+    """L10 on a TLS port: no plain ``error: server busy`` a TLS client could not read, no handshake spent."""
+    srv = _start(start_server, cert, "--max-connections", "1")
+    with RecordClient(srv.address, cert.client_context()) as first:
+        first.send(b"hola\n")
+        assert first.read(5) == b"HOLA\n"
+        with connect(srv.address) as refused:
+            assert _closed_without_reply(refused) == b""
+        srv.wait_for_text("Server busy", stream="stderr")
+        first.send(b"sigo\n")
+        assert first.read(5) == b"SIGO\n"

@@ -253,4 +253,26 @@ SOURCE_MUTANTS = [
         lambda: session_with([('return self._reply_line(data, b"")', "return self._reply_line(data, LF)")]),
         frozenset({"raw_split_characters_wait", "raw_reads_are_messages"}),
     ),
+    SourceMutant(
+        "end of stream during the TLS handshake leaves it waiting",
+        "O6",
+        lambda: session_with(
+            [("self.eof = True\n        if self.state == HANDSHAKE:", "self.eof = True\n        if False:")]
+        ),
+        frozenset({"handshake_outcomes"}),
+    ),
+    SourceMutant(
+        "the idle clock starts at the accept, not at the end of the handshake",
+        "O6/L9",
+        lambda: session_with(
+            [('fire(self, "handshake_done")\n        self.last_input = now', 'fire(self, "handshake_done")')]
+        ),
+        frozenset({"handshake_outcomes"}),
+    ),
+    SourceMutant(
+        "the handshake deadline is never checked",
+        "O6",
+        lambda: session_with([("if deadline is None or now < deadline:\n            return False", "return False")]),
+        frozenset({"handshake_outcomes"}),
+    ),
 ]

@@ -236,7 +236,8 @@ def handshake_outcomes(core: ModuleType, max_examples: int = 300, shrink: bool =
     def prop(data: st.DataObject, outcome: str, max_line: int, end: str | None, hooked: bool) -> None:
         timeout = 10.0
         hook = (lambda text, reply: None) if hooked else None
-        limits = core.Limits(framing=core.LINE, max_line=max_line, idle_timeout=0, handshake_timeout=timeout)
+        idle = 300.0
+        limits = core.Limits(framing=core.LINE, max_line=max_line, idle_timeout=idle, handshake_timeout=timeout)
         session = core.Session(limits, T0, hook, start=core.HANDSHAKE)
         early = data.draw(st.binary(max_size=16), label="bytes handed over during the handshake")
         assert session.receive(early, T0) == b"", "an answer before the handshake ended"
@@ -246,6 +247,7 @@ def handshake_outcomes(core: ModuleType, max_examples: int = 300, shrink: bool =
         if outcome == reference.HANDSHAKE_DONE:
             session.handshake_done(T0 + 1)
             assert session.handshake_deadline() is None
+            assert session.idle_deadline() == T0 + 1 + idle, "the idle clock (L9) starts when the handshake ends"
             assert not session.check_handshake(T0 + 2 * timeout), "the deadline outlived the handshake"
             stream = data.draw(line_streams(max_line), label="stream")
             expected = reference.line_replies(stream, max_line, end)

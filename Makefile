@@ -29,12 +29,13 @@ else
 endif
 	@$(BIN)/python -m server $(if $(FRAMING),--framing $(FRAMING)) $(ARGS)
 
-## system-deps: the Debian tools some tests drive (nc; spin and the gcc its checkers are built with), installed when missing
+## system-deps: the Debian tools some tests drive (nc; spin and the gcc its checkers are built with; openssl for TLS), installed when missing
 system-deps:
 	@missing=""; \
 	command -v nc >/dev/null 2>&1 || missing="$$missing netcat-openbsd"; \
 	command -v spin >/dev/null 2>&1 || missing="$$missing spin"; \
 	command -v gcc >/dev/null 2>&1 || missing="$$missing gcc"; \
+	command -v openssl >/dev/null 2>&1 || missing="$$missing openssl"; \
 	if [ -n "$$missing" ]; then \
 	  if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
 	    echo "installing$$missing"; \

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import argparse
 import os
+import ssl
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from client import exitcodes
-from client.connection import DEFAULT_HOST, DEFAULT_PORT, DEFAULT_TIMEOUT, DEFAULT_WINDOW
+from client.connection import DEFAULT_HOST, DEFAULT_PORT, DEFAULT_TIMEOUT, DEFAULT_WINDOW, TlsSetupError, tls_context
 from client.messages import LANGS
 from server.options import ENV_PREFIX, Parser, UsageError, bounded, from_env, host
 from statemachine.session import FRAMINGS, LINE, RAW
@@ -26,6 +27,7 @@ class Config:
     file: str | None = None
     pipeline: bool = False
     window: int = DEFAULT_WINDOW
+    ssl_context: ssl.SSLContext | None = None  # --tls
 
 
 def _lang(text: str) -> str:
@@ -87,6 +89,13 @@ def _parser() -> Parser:
         type=bounded(int, 1),
         help=f"with --pipeline: most messages unanswered at a time (default {DEFAULT_WINDOW})",
     )
+    parser.add_argument("--tls", action="store_true", help="speak TLS; the server's certificate and name are checked")
+    parser.add_argument(
+        "--cafile", metavar="PATH", help="with --tls: trust the CA certificates in PATH (PEM) instead of the system's"
+    )
+    parser.add_argument(
+        "--insecure", action="store_true", help="with --tls: check neither the certificate nor the name (tests only)"
+    )
     return parser
 
 
@@ -107,11 +116,19 @@ def parse(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None =
         raise UsageError("--window only applies with --pipeline")
     if args.pipeline and values["framing"] == RAW:
         raise UsageError("--pipeline needs line framing: in raw framing the server cannot tell messages apart")
+    for flag, given in (("--cafile", args.cafile is not None), ("--insecure", args.insecure)):
+        if given and not args.tls:
+            raise UsageError(f"{flag} only applies with --tls")
+    try:
+        context = tls_context(args.cafile, args.insecure) if args.tls else None
+    except TlsSetupError as exc:
+        raise UsageError(str(exc)) from None
     return Config(
         **values,
         file=args.file,
         pipeline=args.pipeline,
         window=DEFAULT_WINDOW if args.window is None else args.window,
+        ssl_context=context,
     )
 
 

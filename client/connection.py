@@ -4,12 +4,15 @@ It speaks wire protocol v1 (line framing) with a plain blocking socket and a
 timeout, so it also works under gevent's monkey-patching (Locust).  Replies
 are framed with the core's :class:`~statemachine.framing.LineFramer`.  With
 ``framing="raw"`` it speaks the classroom's own protocol instead (C5): text
-sent with no newline, and what one read returns is the answer.
+sent with no newline, and what one read returns is the answer.  Given an
+``ssl.SSLContext`` (see :func:`tls_context`) it speaks either over TLS (O6),
+checking the server's certificate and host name unless told otherwise.
 """
 
 from __future__ import annotations
 
 import socket
+import ssl
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 
@@ -62,6 +65,23 @@ class NotClosed(ClientError):
     """The server answered the disconnect word but kept the connection open."""
 
 
+class TlsSetupError(ClientError):
+    """The TLS settings cannot be used (an unreadable or invalid CA file)."""
+
+
+def tls_context(cafile: str | None = None, insecure: bool = False) -> ssl.SSLContext:
+    """A client context: the system's CAs (or ``cafile``'s), host name checked; ``insecure`` checks nothing."""
+    try:
+        context = ssl.create_default_context(cafile=cafile)
+    except (OSError, ssl.SSLError) as exc:
+        detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else getattr(exc, "reason", None) or exc
+        raise TlsSetupError(f"cannot use the CA file {cafile}: {str(detail).replace('_', ' ').lower()}") from None
+    if insecure:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
+
+
 class ServerError(ClientError):
     """The server sent a line of its own (``error: …``) instead of a reply."""
 
@@ -96,6 +116,7 @@ class Connection:
         timeout: float | None = DEFAULT_TIMEOUT,
         framing: str = LINE,
         notice: Callable[[str], None] | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         if framing not in FRAMINGS:
             raise ValueError(f"framing must be one of {', '.join(FRAMINGS)}, got {framing!r}")
@@ -104,6 +125,7 @@ class Connection:
         self.timeout = timeout
         self.framing = framing
         self.notice = notice
+        self.ssl_context = ssl_context
         self._sock: socket.socket | None = None
         self._framer = LineFramer(_MAX_REPLY)
         self._lines: deque[str] = deque()
@@ -112,14 +134,30 @@ class Connection:
     # -- life cycle -----------------------------------------------------------
 
     def connect(self) -> Connection:
+        sock = None
         try:
-            self._sock = socket.create_connection((self.host, self.port), timeout=self.timeout)
+            sock = socket.create_connection((self.host, self.port), timeout=self.timeout)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if self.ssl_context is not None:
+                sock = self.ssl_context.wrap_socket(sock, server_hostname=self.host)
         except TimeoutError as exc:
+            _close_quietly(sock)
             raise ConnectError(f"cannot connect to {self.host}:{self.port}: timed out") from exc
+        except ssl.SSLCertVerificationError as exc:
+            _close_quietly(sock)
+            why = exc.verify_message or str(exc.reason or exc)
+            raise ConnectError(
+                f"cannot connect to {self.host}:{self.port}: TLS certificate verify failed: {why}"
+            ) from exc
+        except ssl.SSLError as exc:
+            _close_quietly(sock)
+            why = str(exc.reason or exc).replace("_", " ").lower()
+            raise ConnectError(f"cannot connect to {self.host}:{self.port}: TLS handshake failed: {why}") from exc
         except OSError as exc:
+            _close_quietly(sock)
             reason = exc.strerror or str(exc)
             raise ConnectError(f"cannot connect to {self.host}:{self.port}: {reason.lower()}") from exc
-        self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._sock = sock
         return self
 
     def close(self) -> None:
@@ -375,6 +413,11 @@ def encode_raw(text: str) -> bytes:
 # The server lines that answer one message; the others (idle timeout, busy,
 # shutting down) concern the session, whatever was sent last.
 _MESSAGE_ERRORS = ("error: invalid utf-8", "error: line too long")
+
+
+def _close_quietly(sock: socket.socket | None) -> None:
+    if sock is not None:
+        sock.close()
 
 
 def _reason(exc: OSError) -> str:

@@ -29,7 +29,9 @@ def run(config: Config) -> int:
     say = texts(config.lang)
     _enable_line_editing()
     try:
-        conn = Connection(config.host, config.port, config.timeout, config.framing, _warn).connect()
+        conn = Connection(
+            config.host, config.port, config.timeout, config.framing, _warn, ssl_context=config.ssl_context
+        ).connect()
     except ConnectError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exitcodes.CANNOT_CONNECT

@@ -158,7 +158,9 @@ def run(config: Config) -> int:
         return _fail(str(exc), exitcodes.USAGE)
     with source:
         try:
-            conn = Connection(config.host, config.port, config.timeout, config.framing, _warn).connect()
+            conn = Connection(
+                config.host, config.port, config.timeout, config.framing, _warn, ssl_context=config.ssl_context
+            ).connect()
         except ConnectError as exc:
             return _fail(str(exc), exitcodes.CANNOT_CONNECT)
         with conn:

@@ -1,10 +1,12 @@
-"""``python -m loadtest.bench``: our server beside the peers P1-P4 on workloads W1-W5 (docs/benchmarks.md).
+"""``python -m loadtest.bench``: our server beside the peers P1-P4 on W1-W5 and over TLS (W8); see docs/benchmarks.md.
 
 For each workload every server is started fresh, then the rounds run with
 the servers interleaved (each round starts with a different one), so a
 burst of noise on the shared machine lands on all of them rather than on
 one.  The table, the target checks, ``bench.json`` and ``bench.png`` come
 out at the end; ``--quick`` is a smoke run of a few seconds per workload.
+W8 (``W8.1`` and ``W8.2``: W1 and W2 over TLS) runs our server with a throwaway
+certificate made for the run, beside P1 over TLS, the peers that speak it.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import os
 import platform
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -22,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from loadtest import driver, report
+from loadtest.certs import CertError, throwaway_cert
 from loadtest.servers import OURS, ROOT, SPECS, LaunchError, RunningServer
 
 
@@ -79,6 +83,7 @@ class Workload:
     concurrent: bool = False  # needs a server that serves several clients at once
     ours_args: tuple[str, ...] = ()
     fresh: bool = False  # a new server process for every round
+    tls: bool = False  # over TLS: the servers get --tls-cert/--tls-key, the driver checks the certificate
 
 
 WORKLOADS: dict[str, Workload] = {
@@ -103,8 +108,47 @@ WORKLOADS: dict[str, Workload] = {
             fresh=True,  # memory per held connection needs a clean start
         ),
         Workload("W5", lambda s, c: driver.pipelined(s, c.w5_lines), lambda c: c.w5_rounds),
+        Workload(
+            "W8.1", lambda s, c: driver.closed_loop(s, 1, c.w1_seconds, 1, _cert()[0]), lambda c: c.rounds, tls=True
+        ),
+        Workload(
+            "W8.2",
+            lambda s, c: driver.closed_loop(s, c.w2_connections, c.w2_seconds, c.driver_processes, _cert()[0]),
+            lambda c: c.rounds,
+            concurrent=True,
+            tls=True,
+        ),
     )
 }
+
+_CERT: list[tuple[tempfile.TemporaryDirectory, str, str]] = []
+
+
+def _cert() -> tuple[str, str]:
+    """The run's throwaway certificate and key, made on first use, removed when the process exits."""
+    if not _CERT:
+        directory = tempfile.TemporaryDirectory(prefix="upperecho-bench-tls-")
+        cert, key = throwaway_cert(Path(directory.name))
+        _CERT.append((directory, str(cert), str(key)))
+    _, cert, key = _CERT[0]
+    return cert, key
+
+
+def _tls_args() -> tuple[str, ...]:
+    cert, key = _cert()
+    return ("--tls-cert", cert, "--tls-key", key)
+
+
+def _applies(workload: Workload, name: str) -> str | None:
+    """Why ``name`` is left out of ``workload``, or None when it takes part."""
+    spec = SPECS[name]
+    if workload.concurrent and not spec.concurrent:
+        return "serves one client at a time"
+    if workload.tls and name != OURS and not spec.tls_only:
+        return "speaks no TLS"
+    if not workload.tls and spec.tls_only:
+        return "speaks only TLS"
+    return None
 
 
 def machine() -> dict[str, Any]:
@@ -165,7 +209,12 @@ def _progress(text: str) -> None:
 
 def _start(workload: Workload, names: Sequence[str], errors: list[str]) -> dict[str, RunningServer]:
     """Start the servers together (their start-up overlaps) and wait until each listens."""
-    started = {name: RunningServer(SPECS[name], workload.ours_args if name == OURS else ()) for name in names}
+    try:
+        tls = _tls_args() if workload.tls else ()
+    except CertError as exc:
+        errors.append(f"{workload.id}: {exc}")
+        return {}
+    started = {name: RunningServer(SPECS[name], (workload.ours_args if name == OURS else ()) + tls) for name in names}
     running = {}
     for name, server in started.items():
         try:
@@ -198,12 +247,8 @@ def run_workload(
     """
     samples: list[dict[str, Any]] = []
     errors: list[str] = []
-    skipped = [
-        (workload.id, name, "serves one client at a time")
-        for name in servers
-        if workload.concurrent and not SPECS[name].concurrent
-    ]
-    names = [name for name in servers if not (workload.concurrent and not SPECS[name].concurrent)]
+    skipped = [(workload.id, name, why) for name in servers if (why := _applies(workload, name)) is not None]
+    names = [name for name in servers if _applies(workload, name) is None]
     rounds = workload.rounds(settings)
     running: dict[str, RunningServer] = {}
     try:
@@ -252,12 +297,18 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--servers", nargs="+", default=list(SPECS), metavar="NAME", help=f"among {', '.join(SPECS)} (default: all)"
     )
     parser.add_argument(
-        "--workloads", nargs="+", default=list(WORKLOADS), metavar="W", help="among W1..W5 (default: all)"
+        "--workloads",
+        nargs="+",
+        default=list(WORKLOADS),
+        metavar="W",
+        help="among W1..W5, W8 (= W8.1 W8.2) (default: all)",
     )
     parser.add_argument("--rounds", type=int, help="interleaved rounds per workload (default 5; quick 1)")
     args = parser.parse_args(argv)
     args.servers = [n for item in args.servers for n in item.split(",") if n]
     args.workloads = [w.upper() for item in args.workloads for w in item.split(",") if w]
+    # A family name (W8) stands for its members (W8.1, W8.2).
+    args.workloads = [member for w in args.workloads for member in ([w] if w in WORKLOADS else _family(w)) or [w]]
     for name in args.servers:
         if name not in SPECS:
             parser.error(f"unknown server {name!r}; choose among {', '.join(SPECS)}")
@@ -267,6 +318,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     if args.rounds is not None and args.rounds < 1:
         parser.error("--rounds must be at least 1")
     return args
+
+
+def _family(name: str) -> list[str]:
+    return [w for w in WORKLOADS if w.startswith(f"{name}.")]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -21,6 +21,7 @@ import resource
 import select
 import signal
 import socket
+import ssl
 import threading
 import time
 from array import array
@@ -61,11 +62,14 @@ def raise_fd_limit() -> int:
 # -- what the children do ------------------------------------------------------
 
 
-def _connect(address: Address) -> socket.socket:
+def _connect(address: Address, cafile: str | None = None) -> socket.socket:
+    """A connected socket; with ``cafile``, a TLS socket whose server certificate that file vouches for (W8)."""
     sock = socket.socket(socket.AF_INET6 if ":" in address[0] else socket.AF_INET, socket.SOCK_STREAM)
     sock.settimeout(SOCKET_TIMEOUT)
     sock.connect(address)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    if cafile is not None:
+        sock = ssl.create_default_context(cafile=cafile).wrap_socket(sock, server_hostname=address[0])
     return sock
 
 
@@ -146,7 +150,10 @@ def _epoll_loop(socks: Sequence[socket.socket], end: float) -> tuple[int, array]
                 raise DriverError(f"no reply within {SOCKET_TIMEOUT} s")
             for fd, _ in events:
                 recv, send = by_fd[fd]
-                got = recv(_READ)
+                try:
+                    got = recv(_READ)
+                except ssl.SSLWantReadError:
+                    continue  # TLS: part of a record, or a record with no data (a session ticket)
                 if fd in partial:
                     got = partial.pop(fd) + got
                 if got != REPLY:
@@ -171,9 +178,9 @@ def _epoll_loop(socks: Sequence[socket.socket], end: float) -> tuple[int, array]
 
 
 def closed_loop_client(job: tuple[Address, int], ready: Ready) -> dict[str, Any]:
-    """``connections`` clients that each send the line, wait for its reply and repeat (W1, W2)."""
-    address, connections = job
-    socks = [_connect(address) for _ in range(connections)]
+    """``connections`` clients that each send the line, wait for its reply and repeat (W1, W2; over TLS, W8)."""
+    address, connections, *tls = job
+    socks = [_connect(address, *tls) for _ in range(connections)]
     try:
         for sock in socks:
             _round_trip(sock)
@@ -459,10 +466,15 @@ def _window(results: Sequence[dict]) -> float:
     return max(r["finished"] for r in results) - min(r["started"] for r in results)
 
 
-def closed_loop(server: RunningServer, connections: int, duration: float, procs: int) -> Sample:
-    """W1 (one connection) and W2 (many): replies per second with one message in flight per connection."""
+def closed_loop(
+    server: RunningServer, connections: int, duration: float, procs: int, cafile: str | None = None
+) -> Sample:
+    """W1 (one connection) and W2 (many): replies per second with one message in flight per connection.
+
+    With ``cafile`` the clients speak TLS and check the server's certificate against it (W8)."""
     address = server.address
-    with Crew(closed_loop_client, [(address, n) for n in split(connections, procs)]) as crew:
+    tls = (cafile,) if cafile is not None else ()
+    with Crew(closed_loop_client, [(address, n, *tls) for n in split(connections, procs)]) as crew:
         results, server_cpu = _timed(server, crew, duration)
     replies = sum(r["replies"] for r in results)
     elapsed = _window(results)

@@ -1,5 +1,8 @@
 """A Locust user for upperecho: ``locust -f loadtest/locustfile.py --host tcp://127.0.0.1:5000``.
 
+``--host tls://HOST:PORT`` speaks TLS (O6), checking the server's certificate
+against the system's CAs or ``--tls-cafile``; ``--tls-insecure`` checks nothing.
+
 Each user is one client session over the shared client class: it connects,
 echoes messages of varied size and content (ASCII and Unicode), checks every
 reply against the upper-cased message, and now and then says DESCONEXION and
@@ -19,13 +22,14 @@ from __future__ import annotations
 import functools
 import logging
 import random
+import ssl
 import time
 
 import gevent
 from locust import User, events, task
 from locust.env import Environment
 
-from client.connection import ClientError, Connection
+from client.connection import ClientError, Connection, tls_context
 from loadtest.traffic import (
     ASCII,
     DEFAULT_HOST,
@@ -38,6 +42,7 @@ from loadtest.traffic import (
     mismatch,
     option_problems,
     parse_host,
+    uses_tls,
 )
 
 REQUEST_TYPE = "upperecho"
@@ -55,6 +60,12 @@ def _options(parser) -> None:
     # parser.add_argument itself, not an argument group: only it marks an option for the web UI.
     for name, option in USER_OPTIONS.items():
         parser.add_argument(flag(name), type=option.kind, default=option.default, help=option.help)
+    parser.add_argument(
+        "--tls-cafile", default="", help="with --host tls://...: trust the CA certificates in this PEM file"
+    )
+    parser.add_argument(
+        "--tls-insecure", action="store_true", default=False, help="with --host tls://...: check no certificate"
+    )
 
 
 @events.init.add_listener
@@ -96,6 +107,20 @@ def _option(environment: Environment, name: str) -> float:
     return getattr(options, name, USER_OPTIONS[name].default) if options else USER_OPTIONS[name].default
 
 
+def _tls_context(environment: Environment) -> ssl.SSLContext:
+    """One client context for every user of this process (loading CA files is not free)."""
+    options = environment.parsed_options
+    cafile = (getattr(options, "tls_cafile", "") if options else "") or None
+    insecure = bool(getattr(options, "tls_insecure", False)) if options else False
+    key = (cafile, insecure)
+    if key not in _CONTEXTS:
+        _CONTEXTS[key] = tls_context(cafile, insecure)
+    return _CONTEXTS[key]
+
+
+_CONTEXTS: dict[tuple[str | None, bool], ssl.SSLContext] = {}
+
+
 class UpperechoUser(User):
     """One client session: echo and check, sometimes leave and come back."""
 
@@ -110,6 +135,7 @@ class UpperechoUser(User):
         self.timeout = _option(environment, "reply_timeout")
         self.rng = random.Random()
         self.conn: Connection | None = None
+        self.ssl_context = _tls_context(environment) if uses_tls(self.host) else None
 
     def wait_time(self) -> float:
         return self.rng.expovariate(1 / self.think_time) if self.think_time else 0.0
@@ -129,7 +155,7 @@ class UpperechoUser(User):
 
     def _connected(self) -> Connection | None:
         if self.conn is None:
-            conn = Connection(*self.address, timeout=self.timeout)
+            conn = Connection(*self.address, timeout=self.timeout, ssl_context=self.ssl_context)
             started = time.perf_counter()
             try:
                 conn.connect()

@@ -30,6 +30,8 @@ WORKLOADS: dict[str, tuple[str, str]] = {
     "W3": ("churn: connect, 1 line, DESCONEXION, close; 8 loops", "sessions/s"),
     "W4": ("10,000 connections held, W1 on one more", "round trips/s"),
     "W5": ("1 connection pipelines 200,000 lines", "lines/s"),
+    "W8.1": ("W1 over TLS 1.3", "round trips/s"),
+    "W8.2": ("W2 over TLS 1.3", "replies/s"),
 }
 
 

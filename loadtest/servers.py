@@ -33,6 +33,7 @@ class ServerSpec:
     module: str
     args: tuple[str, ...] = ()
     concurrent: bool = True
+    tls_only: bool = False  # speaks only TLS: measured in the TLS workloads (W8) alone
 
 
 SPECS: dict[str, ServerSpec] = {
@@ -43,6 +44,7 @@ SPECS: dict[str, ServerSpec] = {
         ServerSpec("P2", "P2 uvloop Protocol", "loadtest.peers.uvloop_protocol"),
         ServerSpec("P3", "P3 ThreadingTCPServer", "loadtest.peers.threading_server"),
         ServerSpec("P4", "P4 blocking seed", "loadtest.peers.blocking_seed", concurrent=False),
+        ServerSpec("P1tls", "P1 asyncio streams over TLS", "loadtest.peers.asyncio_tls", tls_only=True),
     )
 }
 PEERS = tuple(name for name in SPECS if name != OURS)

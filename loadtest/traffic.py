@@ -27,15 +27,19 @@ UNICODE = ASCII + "ñÑáéíóúüçàèìòùßﬁŉΐσςαβγδΩприве
 DISCONNECT_SPELLINGS = ("DESCONEXION", "desconexion", "Desconexión", " desconexión ")
 
 
+SCHEMES = ("tcp", "tls")
+
+
 def parse_host(url: str | None) -> tuple[str, int]:
-    """``tcp://HOST:PORT`` (or ``HOST:PORT``, or ``HOST``) as ``(host, port)``; 127.0.0.1:5000 by default."""
+    """``tcp://HOST:PORT`` or ``tls://HOST:PORT`` (or ``HOST:PORT``, or ``HOST``) as ``(host, port)``;
+    127.0.0.1:5000 by default.  :func:`uses_tls` tells the two schemes apart."""
     if not url:
         url = DEFAULT_HOST
     if "://" not in url:
         url = f"tcp://{url}"
     parts = urlsplit(url)
-    if parts.scheme != "tcp":
-        raise ValueError(f"--host must be tcp://HOST:PORT, not {url!r}")
+    if parts.scheme not in SCHEMES:
+        raise ValueError(f"--host must be tcp://HOST:PORT or tls://HOST:PORT, not {url!r}")
     try:
         port = parts.port
     except ValueError:
@@ -43,6 +47,11 @@ def parse_host(url: str | None) -> tuple[str, int]:
     if not parts.hostname or parts.path not in ("", "/"):
         raise ValueError(f"--host must be tcp://HOST:PORT, not {url!r}")
     return parts.hostname, port if port is not None else DEFAULT_PORT
+
+
+def uses_tls(url: str | None) -> bool:
+    """True for ``tls://HOST:PORT`` (O6); plain TCP otherwise."""
+    return bool(url) and url.lower().startswith("tls://")
 
 
 def message_size(rng: random.Random, largest: int) -> int:

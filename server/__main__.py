@@ -18,8 +18,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     sys.stdout.reconfigure(line_buffering=True)
     setup(config.log_level)
-    server = Server(config)
     try:
+        server = Server(config)
         host, port = server.bind()
     except StartError as exc:
         print(f"error: {exc}", file=sys.stderr)

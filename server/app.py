@@ -28,6 +28,7 @@ import time
 from server.config import Config
 from server.logs import LOGGER_NAME
 from server.messages import texts
+from server.tls import TlsServer, TlsSetupError, server_context
 from server.worker import Worker
 
 log = logging.getLogger(LOGGER_NAME)
@@ -63,6 +64,15 @@ class Server:
         self._busy_tokens = float(_BUSY_BURST)
         self._busy_refilled = time.monotonic()
         self._busy_unlogged = 0
+        #: refusals so far by reason ("tls": failed handshakes); plain integers, read at scrape time
+        self.refusals: dict[str, int] = {"tls": 0}
+        self._count_lock = threading.Lock()
+        self.tls: TlsServer | None = None
+        if config.tls_cert is not None:
+            try:
+                self.tls = TlsServer(server_context(config.tls_cert, config.tls_key))
+            except TlsSetupError as exc:
+                raise StartError(str(exc)) from None
         self.workers = [Worker(i, self) for i in range(config.workers)]
 
     # -- start ----------------------------------------------------------------
@@ -161,6 +171,11 @@ class Server:
     def session_ended(self) -> None:
         with self._live_lock:
             self._live -= 1
+
+    def refused(self, reason: str) -> None:
+        """Count one refusal (a connection closed before it became a session of the protocol)."""
+        with self._count_lock:
+            self.refusals[reason] = self.refusals.get(reason, 0) + 1
 
     def _warn_busy(self, peer: object) -> None:
         now = time.monotonic()

@@ -10,14 +10,16 @@ from typing import Any
 
 from server.logs import LEVELS
 from server.messages import LANGS
-from server.options import ENV_PREFIX, Parser, bounded, from_env, host
-from statemachine.session import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_LINE, FRAMINGS, Limits
+from server.options import ENV_PREFIX, Parser, UsageError, bounded, from_env, host, path
+from statemachine.session import DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_LINE, FRAMINGS, Limits
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 5000
 DEFAULT_MAX_CONNECTIONS = 10000
 DEFAULT_DRAIN_TIMEOUT = 5.0
 DEFAULT_OUTPUT_LIMIT = 1 << 20
+# The longest duration a flag takes: what epoll can wait (2**31 ms is about 24.8 days).
+_MAX_SECONDS = 24 * 24 * 3600
 
 
 def default_workers() -> int:
@@ -40,10 +42,18 @@ class Config:
     log_level: str = "info"
     lang: str = "es"
     output_limit: int = DEFAULT_OUTPUT_LIMIT
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    tls_handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT
 
     @property
     def limits(self) -> Limits:
-        return Limits(framing=self.framing, max_line=self.max_line, idle_timeout=self.idle_timeout)
+        return Limits(
+            framing=self.framing,
+            max_line=self.max_line,
+            idle_timeout=self.idle_timeout,
+            handshake_timeout=self.tls_handshake_timeout,
+        )
 
 
 # name, converter, default, help; the environment variable is UPPERECHO_<NAME>
@@ -76,6 +86,15 @@ _OPTIONS: list[tuple[str, Callable[[str], Any], Any, str, Sequence[str] | None]]
     ("framing", str, "line", "line (protocol v1) or raw (seed compatibility)", FRAMINGS),
     ("log-level", str, "info", "console detail (default %(default)s)", tuple(LEVELS)),
     ("lang", str, "es", "console language (default %(default)s)", LANGS),
+    ("tls-cert", path, None, "serve TLS 1.2+ with this PEM certificate chain (needs --tls-key)", None),
+    ("tls-key", path, None, "the PEM private key of --tls-cert (unencrypted)", None),
+    (
+        "tls-handshake-timeout",
+        bounded(float, 0.001, _MAX_SECONDS),
+        DEFAULT_HANDSHAKE_TIMEOUT,
+        "seconds a client has to finish the TLS handshake (default %(default)s)",
+        None,
+    ),
 ]
 
 
@@ -111,4 +130,6 @@ def parse(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None =
         values["workers"] = default_workers()
     if args.quiet:
         values["log_level"] = "warning"
+    if (values["tls_cert"] is None) != (values["tls_key"] is None):
+        raise UsageError("--tls-cert and --tls-key go together: give both, or neither")
     return Config(**values)

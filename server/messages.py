@@ -22,11 +22,14 @@ class Texts:
     stopped: str
     forced: str
     reasons: Mapping[str, str]
+    tls_failed: str
 
     def closed_line(self, peer: object, reason: str | None) -> str:
         """The one line for a session's end, its reason in words (S4); an unknown reason is shown as named."""
         words = self.reasons.get(reason or "", (reason or "").replace("_", " "))
         return self.closed.format(peer=peer, reason=words)
+
+    tls_failed: str
 
 
 SPANISH = Texts(
@@ -50,6 +53,7 @@ SPANISH = Texts(
         "shutdown": "cierre del servidor",
         "abort": "conexión interrumpida",
     },
+    tls_failed="Negociación TLS fallida con el cliente {peer}: {reason}",
 )
 
 ENGLISH = Texts(
@@ -73,6 +77,7 @@ ENGLISH = Texts(
         "shutdown": "server shutting down",
         "abort": "connection aborted",
     },
+    tls_failed="TLS handshake failed with client {peer}: {reason}",
 )
 
 

@@ -48,6 +48,12 @@ def host(text: str) -> str:
     return text.strip()
 
 
+def path(text: str) -> str:
+    if not text.strip():
+        raise argparse.ArgumentTypeError("must not be empty")
+    return text
+
+
 def from_env(variable: str, text: str, convert: Callable[[str], Any], choices: Sequence[str] | None = None) -> Any:
     """The value of environment ``variable``, converted and checked as its flag would be."""
     try:

@@ -12,6 +12,10 @@ the clocks and carries out what a state asks for:
   the session is ``flushed`` (CLOSED); the socket lingers, discarding input,
   until the client closes or the drain time passes (L13);
 * a CLOSING session that cannot be flushed within the drain time is aborted.
+
+With TLS (O6) a connection's ``sock`` is a :class:`server.tls.TlsTransport`
+that looks like the socket; the session starts in HANDSHAKE and the worker
+drives the handshake until it is done, fails, or passes its deadline.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from server.poller import ERROR as _ERROR
 from server.poller import READ as _READ
 from server.poller import WRITE as _WRITE
 from server.poller import Poller
-from statemachine.machine import CLOSED, CLOSING
+from statemachine.machine import CLOSED, CLOSING, HANDSHAKE
 from statemachine.session import ERROR_BUSY, Session
 from statemachine.text import is_disconnect
 
@@ -70,6 +74,19 @@ class Conn:
         self.linger_until: float | None = None
         self.timer_at: float | None = None
 
+    def held_output(self) -> bool:
+        """Output the worker's queue does not show but that waits for write readiness (TLS)."""
+        return False
+
+
+class TlsConn(Conn):
+    """A connection whose ``sock`` is a TLS transport (:mod:`server.tls`)."""
+
+    __slots__ = ()
+
+    def held_output(self) -> bool:
+        return self.sock is not None and self.sock.unsent
+
 
 class Worker(threading.Thread):
     """One event loop; see the module docstring."""
@@ -81,6 +98,7 @@ class Worker(threading.Thread):
         self.drain = server.config.drain_timeout
         self.output_limit = server.config.output_limit
         self.texts = server.texts
+        self.tls = server.tls  # None, or what wraps an accepted socket in TLS
         self.poller = Poller()
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
@@ -144,7 +162,7 @@ class Worker(threading.Thread):
                         continue  # or closed earlier in this round
                     if mask & readable:
                         self._on_readable(conn, now)
-                    if mask & writable and conn.out and conn.sock is not None:
+                    if mask & writable and (conn.out or conn.held_output()) and conn.sock is not None:
                         self._on_writable(conn, now)
                 if self._timers and self._timers[0][0] <= now:
                     self._run_timers(now)
@@ -217,7 +235,8 @@ class Worker(threading.Thread):
             self.conns[conn.fd] = conn
             conn.linger_until = now + self.drain
             self._schedule(conn, conn.linger_until)
-            self._send(conn, _BUSY_LINE)
+            if self.tls is None:  # a TLS client could not read a plain line: it only sees the close
+                self._send(conn, _BUSY_LINE)
             if conn.sock is not None and not conn.out:
                 self._linger(conn, now)
             return
@@ -225,6 +244,9 @@ class Worker(threading.Thread):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except OSError:
             pass  # not TCP (tests may hand a socketpair) or already reset
+        if self.tls is not None:
+            self._adopt_tls(sock, peer, now)
+            return
         conn = Conn(sock, peer, Session(self.limits, now, self._on_message))
         self.conns[conn.fd] = conn
         if self._log_info:
@@ -239,6 +261,10 @@ class Worker(threading.Thread):
     # -- reading --------------------------------------------------------------
 
     def _on_readable(self, conn: Conn, now: float) -> None:
+        session = conn.session
+        if session is not None and session.state == HANDSHAKE:
+            self._handshake(conn, now)
+            return
         try:
             data = conn.sock.recv(READ_SIZE)
         except (BlockingIOError, InterruptedError):
@@ -246,7 +272,6 @@ class Worker(threading.Thread):
         except OSError:
             self._abort(conn)
             return
-        session = conn.session
         if session is None or session.state == CLOSED:
             if not data:  # the client finished; the lingering close is done
                 self._close(conn)
@@ -312,7 +337,7 @@ class Worker(threading.Thread):
         """Register what the connection waits for: input unless paused or ended, output if any."""
         session = conn.session
         paused = session is not None and session.is_open and len(conn.out) > self.output_limit
-        mask = (0 if paused or conn.eof else _READ) | (_WRITE if conn.out else 0)
+        mask = (0 if paused or conn.eof else _READ) | (_WRITE if conn.out or conn.held_output() else 0)
         if mask == conn.mask:
             return
         if conn.mask == 0:
@@ -425,6 +450,12 @@ class Worker(threading.Thread):
         elif session is not None and session.state == CLOSING:
             deadline = conn.closing_since + self.drain
             expire = self._abort
+        elif session is not None and session.state == HANDSHAKE:
+            if session.check_handshake(now):
+                self._handshake_failed(conn, "timeout")
+            else:
+                self._schedule(conn, session.handshake_deadline())
+            return
         elif session is not None and session.is_open:
             deadline = session.idle_deadline()
             if deadline is None:
@@ -455,6 +486,9 @@ class Worker(threading.Thread):
         for conn in list(self.conns.values()):
             if conn.sock is not None and conn.session is not None and conn.session.is_open:
                 self._shutdown_session(conn, now)
+            elif conn.sock is not None and conn.session is not None and conn.session.state == HANDSHAKE:
+                conn.session.shutdown()
+                self._handshake_failed(conn, "server shutting down")
 
     def _shutdown_session(self, conn: Conn, now: float) -> None:
         """Answer every complete message already received, then send the notice."""
@@ -477,3 +511,51 @@ class Worker(threading.Thread):
                 return
         if session.state == CLOSING:
             self._on_closing(conn, now)
+
+    # -- the TLS handshake (O6) -----------------------------------------------
+
+    def _adopt_tls(self, sock: socket.socket, peer: object, now: float) -> None:
+        """A TLS session starts in HANDSHAKE; it says nothing and logs nothing until the handshake ends."""
+        conn = TlsConn(self.tls.wrap(sock), peer, Session(self.limits, now, self._on_message, start=HANDSHAKE))
+        self.conns[conn.fd] = conn
+        self._interest(conn)
+        self._schedule(conn, conn.session.handshake_deadline())
+
+    def _handshake(self, conn: Conn, now: float) -> None:
+        """One read of the handshake; when it completes, the session starts and takes what came with it."""
+        session = conn.session
+        try:
+            done = conn.sock.handshake(READ_SIZE)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            self._handshake_failed(conn, exc.strerror.lower() if exc.strerror else str(exc))
+            return
+        if not done:
+            self._interest(conn)
+            return
+        session.handshake_done(now)
+        if self._log_info:
+            log.info(self.texts.connected.format(peer=conn.peer))
+        deadline = session.idle_deadline()
+        if deadline is not None:
+            self._schedule(conn, deadline)
+        self._interest(conn)
+        try:
+            data = conn.sock.buffered()
+        except OSError:
+            self._abort(conn)
+            return
+        if data is not None and self._feed(conn, session, data, now) and session.state == CLOSING:
+            self._on_closing(conn, now)
+
+    def _handshake_failed(self, conn: Conn, why: str) -> None:
+        """Closed with nothing sent, one line, one count; no other session is touched."""
+        session = conn.session
+        if session.state == HANDSHAKE:
+            session.handshake_failed()
+        self.server.session_ended()
+        self.server.refused("tls")
+        if self._log_info:
+            log.info(self.texts.tls_failed.format(peer=conn.peer, reason=why))
+        self._close(conn)

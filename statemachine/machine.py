@@ -36,10 +36,13 @@ CONNECTED = "CONNECTED"
 ECHOING = "ECHOING"
 CLOSING = "CLOSING"
 CLOSED = "CLOSED"
+HANDSHAKE = "HANDSHAKE"  # O6: the TLS handshake, before any byte of the protocol
 
-STATES: list[str] = [CONNECTED, ECHOING, CLOSING, CLOSED]
+STATES: list[str] = [CONNECTED, ECHOING, CLOSING, CLOSED, HANDSHAKE]
 INITIAL = CONNECTED
 FINAL = CLOSED
+#: The states a session may start in: INITIAL, then each phase a server option puts before it.
+ENTRY_STATES: list[str] = [INITIAL, HANDSHAKE]
 
 _OPEN = [CONNECTED, ECHOING]
 
@@ -51,7 +54,9 @@ TRANSITIONS: list[dict[str, Any]] = [
     {"trigger": "idle_timeout", "source": _OPEN, "dest": CLOSING},
     {"trigger": "shutdown", "source": _OPEN, "dest": CLOSING},
     {"trigger": "flushed", "source": CLOSING, "dest": CLOSED},
-    {"trigger": "abort", "source": [CONNECTED, ECHOING, CLOSING], "dest": CLOSED},
+    {"trigger": "abort", "source": [CONNECTED, ECHOING, CLOSING, HANDSHAKE], "dest": CLOSED},
+    {"trigger": "handshake_done", "source": HANDSHAKE, "dest": CONNECTED},
+    {"trigger": "handshake_failed", "source": HANDSHAKE, "dest": CLOSED},
 ]
 
 MACHINE_KWARGS: dict[str, Any] = {
@@ -108,8 +113,12 @@ class SessionModel:
 
     __slots__ = ("state",)
 
-    def __init__(self) -> None:
-        self.state = INITIAL
+    def __init__(self, start: str | None = None) -> None:
+        if start is None:
+            start = INITIAL
+        elif start not in ENTRY_STATES:
+            raise ValueError(f"a session cannot start in {start}; entry states: {', '.join(ENTRY_STATES)}")
+        self.state = start
 
 
 def fire(model: SessionModel, trigger: str) -> None:
@@ -129,7 +138,7 @@ def mermaid() -> str:
     """The machine as a Mermaid state diagram, drawn from this declaration (:mod:`statemachine.diagram`)."""
     from statemachine.diagram import mermaid_of
 
-    return mermaid_of(MACHINE, "upperecho session", groups={"OPEN": _OPEN}, entries=[INITIAL], finals=[FINAL])
+    return mermaid_of(MACHINE, "upperecho session", groups={"OPEN": _OPEN}, entries=ENTRY_STATES, finals=[FINAL])
 
 
 __all__ = [
@@ -137,7 +146,9 @@ __all__ = [
     "CLOSING",
     "CONNECTED",
     "ECHOING",
+    "ENTRY_STATES",
     "FINAL",
+    "HANDSHAKE",
     "INITIAL",
     "MACHINE",
     "MachineError",

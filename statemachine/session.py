@@ -8,7 +8,10 @@ reads a clock, opens a socket or starts a thread.
 
 The server's duties that follow from a state: in CLOSING it sends what it
 holds, then calls :meth:`Session.flushed`; on a reset or a write error it calls
-:meth:`Session.abort`.
+:meth:`Session.abort`.  A TLS session starts in HANDSHAKE: the handshake's bytes
+are the TLS layer's, not the protocol's, so the session only learns its outcome
+(:meth:`Session.handshake_done`, :meth:`Session.handshake_failed`) and keeps its
+deadline (:meth:`Session.check_handshake`).
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from statemachine.framing import CRLF, LF, LineFramer, LineTooLong, split_block
-from statemachine.machine import CLOSED, CLOSING, CONNECTED, ECHOING, SessionModel, fire
+from statemachine.machine import CLOSED, CLOSING, CONNECTED, ECHOING, HANDSHAKE, SessionModel, fire
 from statemachine.text import incomplete_tail, is_disconnect, may_hold_disconnect
 
 LINE = "line"
@@ -26,6 +29,7 @@ FRAMINGS = (LINE, RAW)
 
 DEFAULT_MAX_LINE = 65536
 DEFAULT_IDLE_TIMEOUT = 300.0
+DEFAULT_HANDSHAKE_TIMEOUT = 10.0
 
 ERROR_INVALID_UTF8 = "error: invalid utf-8"
 ERROR_IDLE = "error: idle timeout"
@@ -51,6 +55,7 @@ class Limits:
     framing: str = LINE
     max_line: int = DEFAULT_MAX_LINE
     idle_timeout: float = DEFAULT_IDLE_TIMEOUT  # seconds; 0 turns it off
+    handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT  # seconds for the TLS handshake (O6); always on
 
     def __post_init__(self) -> None:
         if self.framing not in FRAMINGS:
@@ -59,6 +64,8 @@ class Limits:
             raise ValueError("max_line must be at least 1")
         if self.idle_timeout < 0:
             raise ValueError("idle_timeout must not be negative")
+        if not self.handshake_timeout > 0:
+            raise ValueError("handshake_timeout must be positive")
 
 
 class Session(SessionModel):
@@ -66,12 +73,16 @@ class Session(SessionModel):
 
     ``reason`` names the trigger that moved the session to CLOSING or CLOSED.
     ``on_message`` (optional) sees every message and its reply, for logging.
+    ``start`` is an entry state: CONNECTED, or HANDSHAKE when TLS comes first;
+    in HANDSHAKE, ``last_input`` is when the connection was accepted.
     """
 
     __slots__ = ("_framer", "_held", "_terminator", "eof", "last_input", "limits", "on_message", "reason")
 
-    def __init__(self, limits: Limits, now: float, on_message: MessageHook | None = None) -> None:
-        super().__init__()
+    def __init__(
+        self, limits: Limits, now: float, on_message: MessageHook | None = None, start: str | None = None
+    ) -> None:
+        super().__init__(start)
         self.limits = limits
         self.on_message = on_message
         self.last_input = now
@@ -95,6 +106,32 @@ class Session(SessionModel):
             return None
         return self.last_input + timeout
 
+    def handshake_deadline(self) -> float | None:
+        """When a TLS handshake still under way fails (O6); None once it is over."""
+        if self.state != HANDSHAKE:
+            return None
+        return self.last_input + self.limits.handshake_timeout
+
+    # -- the TLS handshake (O6): only its outcome reaches the session ---------
+
+    def handshake_done(self, now: float) -> None:
+        """The handshake succeeded: the protocol starts, and so does the idle clock."""
+        fire(self, "handshake_done")
+        self.last_input = now
+
+    def handshake_failed(self) -> None:
+        """Bad handshake, plain text, timeout, end of stream or shutdown before it ended: closed, no reply."""
+        self.reason = "handshake_failed"
+        fire(self, "handshake_failed")
+
+    def check_handshake(self, now: float) -> bool:
+        """Call when the handshake deadline may have passed; True when it has (the session is then CLOSED)."""
+        deadline = self.handshake_deadline()
+        if deadline is None or now < deadline:
+            return False
+        self.handshake_failed()
+        return True
+
     # -- inputs ---------------------------------------------------------------
 
     def receive(self, data: bytes, now: float) -> bytes:
@@ -116,6 +153,8 @@ class Session(SessionModel):
     def end_of_stream(self) -> bytes:
         """The client half-closed (L7): answer the unterminated tail, then close."""
         self.eof = True
+        if self.state == HANDSHAKE:
+            self.handshake_failed()
         if not self.is_open:
             return b""
         if self._framer is None:
@@ -142,6 +181,8 @@ class Session(SessionModel):
 
     def shutdown(self) -> bytes:
         """The server is stopping (L11): drop the partial line, send the notice."""
+        if self.state == HANDSHAKE:
+            self.handshake_failed()
         if not self.is_open:
             return b""
         if self._framer is not None:
@@ -157,7 +198,7 @@ class Session(SessionModel):
         """Reset, write error or drain time exceeded: the session ends now."""
         if self.state == CLOSED:
             return
-        if self.is_open:
+        if self.is_open or self.state == HANDSHAKE:
             self.reason = "abort"
         fire(self, "abort")
 
@@ -238,6 +279,7 @@ __all__ = [
     "ERROR_INVALID_UTF8",
     "ERROR_SHUTDOWN",
     "FRAMINGS",
+    "HANDSHAKE",
     "LINE",
     "Limits",
     "RAW",

@@ -60,11 +60,11 @@ def _read_back(drawing: str) -> tuple[dict[tuple[str, str], str], list[str], lis
 
 
 def test_the_drawing_holds_exactly_the_declared_table():
-    from statemachine.machine import FINAL, INITIAL, mermaid, table
+    from statemachine.machine import ENTRY_STATES, FINAL, mermaid, table
 
     drawn, entries, finals = _read_back(mermaid())
     assert drawn == table()
-    assert entries == [INITIAL] and finals == [FINAL]
+    assert entries == ENTRY_STATES and finals == [FINAL]
 
 
 def test_the_drawing_marks_no_state_as_active_and_the_message_loop_label_stands_alone():

@@ -99,6 +99,9 @@ TABLE_MUTANTS = [
     TableMutant("CLOSED is left: message reopens", _add("message", "CLOSED", "ECHOING"), _ALL | {GRAPH}),
     TableMutant("initial state ECHOING", _set("initial", "ECHOING"), _ALL | {GRAPH}),
     TableMutant("automatic to_<state> triggers", _set("auto_transitions", True), _ALL | {GRAPH}),
+    TableMutant("handshake_done -> ECHOING", _redirect("handshake_done", "ECHOING"), _ALL),
+    TableMutant("handshake_failed -> CLOSING (a FIN, no close)", _redirect("handshake_failed", "CLOSING"), _ALL),
+    TableMutant("abort no longer leaves HANDSHAKE", _sources("abort", ["CONNECTED", "ECHOING", "CLOSING"]), _ALL),
 ]
 
 
@@ -249,5 +252,27 @@ SOURCE_MUTANTS = [
         "R2",
         lambda: session_with([('return self._reply_line(data, b"")', "return self._reply_line(data, LF)")]),
         frozenset({"raw_split_characters_wait", "raw_reads_are_messages"}),
+    ),
+    SourceMutant(
+        "end of stream during the TLS handshake leaves it waiting",
+        "O6",
+        lambda: session_with(
+            [("self.eof = True\n        if self.state == HANDSHAKE:", "self.eof = True\n        if False:")]
+        ),
+        frozenset({"handshake_outcomes"}),
+    ),
+    SourceMutant(
+        "the idle clock starts at the accept, not at the end of the handshake",
+        "O6/L9",
+        lambda: session_with(
+            [('fire(self, "handshake_done")\n        self.last_input = now', 'fire(self, "handshake_done")')]
+        ),
+        frozenset({"handshake_outcomes"}),
+    ),
+    SourceMutant(
+        "the handshake deadline is never checked",
+        "O6",
+        lambda: session_with([("if deadline is None or now < deadline:\n            return False", "return False")]),
+        frozenset({"handshake_outcomes"}),
     ),
 ]

@@ -4,6 +4,11 @@ The model has three processes: a ``Client`` that sends messages, the
 disconnect word, an over-long line, a half-close or a reset in any order; the
 server's ``Session`` for that connection; and an ``Operator`` who may send
 SIGTERM.  Two channels stand for the two directions of the TCP connection.
+With ``tls`` the session starts in HANDSHAKE (O6): the handshake's bytes are
+the TLS layer's, so the model chooses among its outcomes (done; failed by bad
+bytes or the deadline; the client's end of stream or the operator's shutdown
+meanwhile; a reset), and a failed handshake closes the connection with
+nothing sent.
 
 What is generated and what is written by hand:
 
@@ -28,9 +33,20 @@ from collections.abc import Mapping, Sequence
 from string import Template
 
 # The states the template below tests and the triggers it fires (the server's events).
-TEMPLATE_STATES = frozenset({"CONNECTED", "ECHOING", "CLOSING", "CLOSED"})
+TEMPLATE_STATES = frozenset({"CONNECTED", "ECHOING", "CLOSING", "CLOSED", "HANDSHAKE"})
 TEMPLATE_TRIGGERS = frozenset(
-    {"message", "disconnect", "end_of_stream", "line_too_long", "idle_timeout", "shutdown", "flushed", "abort"}
+    {
+        "message",
+        "disconnect",
+        "end_of_stream",
+        "line_too_long",
+        "idle_timeout",
+        "shutdown",
+        "flushed",
+        "abort",
+        "handshake_done",
+        "handshake_failed",
+    }
 )
 
 _HEADER = Template(
@@ -40,6 +56,7 @@ _HEADER = Template(
 
 #define NMSG $nmsg         /* ordinary messages a client sends at most */
 #define IDLE $idle         /* L9: 1 when the idle timeout is on */
+#define TLS $tls          /* O6: 1 when the session starts with the TLS handshake */
 #define BOUND 2        /* L12: the server stops reading while this many lines wait for the client */
 #define SLOTS (NMSG + 3)  /* room for every line the server can ever send, so it never blocks writing */
 
@@ -61,7 +78,7 @@ byte reason = NONE;         /* the trigger that ended the open part of the sessi
 byte answered = 0;          /* replies the session has sent (the disconnect word's included) */
 byte sent_before_halfclose = 0;
 bool client_reset = false;  /* the client sent a reset (RST) */
-bool server_reset = false;  /* the session aborted: the client sees a reset */
+bool server_reset = false;  /* the session aborted, or its handshake failed: the client sees the connection end */
 bool stop = false;          /* SIGTERM reached the server (L11) */
 bool fin_sent = false;      /* the session shut down its sending side */
 bool resets;                /* chosen at the start: this client may reset the connection */
@@ -100,6 +117,15 @@ proctype Session() {
           :: stop && (empty(c2s) || len(s2c) >= BOUND) -> s2c!NOTICE(0); trig = shutdown
           fi;
           reason = trig
+       :: state == HANDSHAKE ->
+          /* O6: the handshake's bytes are the TLS layer's; only its outcome is the session's */
+          if
+          :: client_reset -> trig = abort
+          :: true -> trig = handshake_done
+          :: true -> trig = handshake_failed   /* bad bytes, plain text, or the deadline passed */
+          :: c2s?[HALFCLOSE] -> c2s?HALFCLOSE(seq); trig = handshake_failed  /* end of stream */
+          :: stop -> trig = handshake_failed   /* shutdown (L11) */
+          fi
        :: state == CLOSING ->
           if
           :: client_reset -> trig = abort
@@ -111,6 +137,7 @@ proctype Session() {
        fire(trig);
        if
        :: trig == abort -> server_reset = true
+       :: trig == handshake_failed -> server_reset = true  /* closed with nothing sent */
        :: else -> skip
        fi
      }
@@ -158,6 +185,10 @@ init {
     :: IDLE -> walks = true
     :: walks = false
     fi;
+    if
+    :: TLS -> state = HANDSHAKE
+    :: else -> skip
+    fi;
     run Session();
     run Client();
     if
@@ -181,6 +212,7 @@ def promela(
     *,
     nmsg: int = 2,
     idle: bool = True,
+    tls: bool = False,
 ) -> str:
     """The Promela text for ``transitions`` (``{(source, trigger): dest}``, as ``table()`` gives).
 
@@ -203,6 +235,7 @@ def promela(
     text = _HEADER.substitute(
         nmsg=nmsg,
         idle=int(idle),
+        tls=int(tls),
         state_defines="\n".join(f"#define {name} {i}" for i, name in enumerate(states)),
         trigger_defines="\n".join(f"#define {name} {i}" for i, name in enumerate(triggers)),
         initial=initial,

@@ -222,3 +222,47 @@ def raw_split_characters_wait(core: ModuleType, max_examples: int = 400, shrink:
         assert session.reason == "end_of_stream"
 
     return prop
+
+
+_handshake_outcomes = st.sampled_from([reference.HANDSHAKE_DONE, *reference.HANDSHAKE_FAILURES])
+
+
+def handshake_outcomes(core: ModuleType, max_examples: int = 300, shrink: bool = True) -> Property:
+    """O6: nothing is answered during the TLS handshake; once done, the session is a plain one (the
+    reference's replies); every failure, the deadline included, closes it with nothing sent."""
+
+    @deterministic(max_examples, shrink)
+    @given(data=st.data(), outcome=_handshake_outcomes, max_line=_max_lines, end=_ends, hooked=st.booleans())
+    def prop(data: st.DataObject, outcome: str, max_line: int, end: str | None, hooked: bool) -> None:
+        timeout = 10.0
+        hook = (lambda text, reply: None) if hooked else None
+        idle = 300.0
+        limits = core.Limits(framing=core.LINE, max_line=max_line, idle_timeout=idle, handshake_timeout=timeout)
+        session = core.Session(limits, T0, hook, start=core.HANDSHAKE)
+        early = data.draw(st.binary(max_size=16), label="bytes handed over during the handshake")
+        assert session.receive(early, T0) == b"", "an answer before the handshake ended"
+        assert session.handshake_deadline() == T0 + timeout
+        assert not session.check_handshake(T0 + timeout / 2)
+        expected = reference.after_handshake(outcome)
+        if outcome == reference.HANDSHAKE_DONE:
+            session.handshake_done(T0 + 1)
+            assert session.handshake_deadline() is None
+            assert session.idle_deadline() == T0 + 1 + idle, "the idle clock (L9) starts when the handshake ends"
+            assert not session.check_handshake(T0 + 2 * timeout), "the deadline outlived the handshake"
+            stream = data.draw(line_streams(max_line), label="stream")
+            expected = reference.line_replies(stream, max_line, end)
+            assert feed(session, data.draw(cuts(stream), label="segments"), end) == expected.replies
+            assert_outcome(session, expected)
+            return
+        if outcome == "bad":
+            session.handshake_failed()
+        elif outcome == "timeout":
+            assert session.check_handshake(T0 + timeout)
+        elif outcome == reference.EOF:
+            assert session.end_of_stream() == b""
+        else:
+            assert session.shutdown() == b""
+        assert session.state == "CLOSED" and session.reason == expected.reason
+        assert feed(session, [b"hola\n"], end) == expected.replies, "a failed handshake answered"
+
+    return prop

@@ -24,6 +24,14 @@ SHUTTING_DOWN = b"error: server shutting down"
 EOF = "eof"
 SHUTDOWN = "shutdown"
 
+# O6: how a TLS handshake ended.  Its bytes belong to the TLS layer, not to this
+# protocol, so the model knows only the outcome: a completed handshake starts
+# the byte protocol above as if the connection had just been made; every other
+# outcome (a bad handshake or plain text, the deadline, the client's end of
+# stream, the server's shutdown) closes the connection with nothing sent.
+HANDSHAKE_DONE = "done"
+HANDSHAKE_FAILURES = ("bad", "timeout", EOF, SHUTDOWN)
+
 
 def too_long(max_line: int) -> bytes:
     return f"error: line too long (max {max_line} bytes)".encode()
@@ -47,6 +55,15 @@ class Expected:
     @property
     def closed(self) -> bool:
         return self.reason is not None
+
+
+def after_handshake(outcome: str) -> Expected | None:
+    """None when the handshake completed (the protocol starts); else what the client gets: nothing, then a close."""
+    if outcome == HANDSHAKE_DONE:
+        return None
+    if outcome not in HANDSHAKE_FAILURES:
+        raise ValueError(f"unknown handshake outcome {outcome!r}")
+    return Expected(b"", 0, "handshake_failed")
 
 
 def line_replies(stream: bytes, max_line: int, end: str | None = None) -> Expected:

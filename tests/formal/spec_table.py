@@ -10,10 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 
-STATES = ("CONNECTED", "ECHOING", "CLOSING", "CLOSED")
+STATES = ("CONNECTED", "ECHOING", "CLOSING", "CLOSED", "HANDSHAKE")
 INITIAL = "CONNECTED"
 FINAL = "CLOSED"
 OPEN = ("CONNECTED", "ECHOING")
+#: The states a session may start in: INITIAL, then the phases a server option puts before it (O6: TLS).
+ENTRIES = ("CONNECTED", "HANDSHAKE")
 
 #: (state, trigger) -> destination, row by row from the SPEC 4 table.
 TABLE: dict[tuple[str, str], str] = {
@@ -24,7 +26,9 @@ TABLE: dict[tuple[str, str], str] = {
     **{(state, "idle_timeout"): "CLOSING" for state in OPEN},
     **{(state, "shutdown"): "CLOSING" for state in OPEN},
     ("CLOSING", "flushed"): "CLOSED",
-    **{(state, "abort"): "CLOSED" for state in ("CONNECTED", "ECHOING", "CLOSING")},
+    **{(state, "abort"): "CLOSED" for state in ("CONNECTED", "ECHOING", "CLOSING", "HANDSHAKE")},
+    ("HANDSHAKE", "handshake_done"): "CONNECTED",
+    ("HANDSHAKE", "handshake_failed"): "CLOSED",
 }
 TRIGGERS = tuple(sorted({trigger for _, trigger in TABLE}))
 
@@ -93,15 +97,17 @@ def reachable(table: Table, start: str) -> set[str]:
     return seen
 
 
-def graph_problems(table: Table, states: Iterable[str], initial: str) -> list[str]:
-    """CONNECTED initial, every state reachable, CLOSED reachable from every state and absorbing."""
+def graph_problems(table: Table, states: Iterable[str], initial: str, entries: Iterable[str] = ENTRIES) -> list[str]:
+    """CONNECTED initial, every state reachable from an entry, CLOSED reachable from every state and absorbing."""
     states = list(states)
+    entries = [initial, *(entry for entry in entries if entry != INITIAL)]
     problems = []
     if initial != INITIAL:
         problems.append(f"initial state is {initial}, not {INITIAL}")
-    unreachable = [state for state in states if state not in reachable(table, initial)]
+    seen = set().union(*(reachable(table, entry) for entry in entries))
+    unreachable = [state for state in states if state not in seen]
     if unreachable:
-        problems.append(f"unreachable from {initial}: {unreachable}")
+        problems.append(f"unreachable from {entries}: {unreachable}")
     stuck = [state for state in states if FINAL not in reachable(table, state)]
     if stuck:
         problems.append(f"{FINAL} cannot be reached from {stuck}")

@@ -45,3 +45,16 @@ def test_sessions_are_models_of_the_same_runtime_path():
 
 def test_graph_connected_initial_closed_reachable_and_absorbing_no_unreachable_state():
     assert spec_table.graph_problems(machine.table(), machine.STATES, machine.MACHINE.initial) == []
+
+
+def test_sessions_start_in_the_spec_entry_states_and_nowhere_else():
+    assert list(spec_table.ENTRIES) == machine.ENTRY_STATES
+    assert machine.ENTRY_STATES[0] == machine.INITIAL
+    for entry in spec_table.ENTRIES:
+        assert Session(Limits(), now=0.0, start=entry).state == entry
+    for state in set(spec_table.STATES) - set(spec_table.ENTRIES):
+        try:
+            Session(Limits(), now=0.0, start=state)
+        except ValueError:
+            continue
+        raise AssertionError(f"a session started in {state}, which is no entry state")

@@ -55,3 +55,7 @@ def test_a_raw_read_ending_in_an_impossible_sequence_is_invalid():
     out = properties.feed(session, reads, None)
     assert out == reference.raw_replies(reads).replies
     assert out == b"error: invalid utf-8\nFINE"
+
+
+def test_a_tls_session_answers_only_after_its_handshake_and_a_failed_one_nothing():
+    properties.handshake_outcomes(core)()

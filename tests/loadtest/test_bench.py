@@ -12,7 +12,7 @@ import pytest
 
 from loadtest import driver, report
 from loadtest.bench import parse_args
-from loadtest.servers import OURS, PEERS, RunningServer, ServerSpec
+from loadtest.servers import OURS, PEERS, SPECS, RunningServer, ServerSpec
 from tests.serverproc import ROOT
 
 CARELESS = ServerSpec("careless", "careless peer", "tests.loadtest.careless_peer")
@@ -34,15 +34,21 @@ def test_quick_bench_writes_a_table_json_and_chart_with_numbers_in_every_row(tmp
     document = json.loads((tmp_path / "bench.json").read_text(encoding="utf-8"))
     assert document["errors"] == []
     rows = {(row["workload"], row["server"]): row for row in document["summary"]}
-    expected = {(w, s) for w in report.WORKLOADS for s in (OURS, *PEERS)} - {("W2", "P4"), ("W4", "P4")}
-    assert set(rows) == expected
+    tls = {name for name in (OURS, *PEERS) if name == OURS or SPECS[name].tls_only}
+    expected = {
+        (w, s) for w in report.WORKLOADS for s in (OURS, *PEERS) if (s in tls) == w.startswith("W8") or s == OURS
+    }
+    assert "P1tls" in tls and len(tls) == 2
+    assert set(rows) == expected - {("W2", "P4"), ("W4", "P4")}
     for (workload, _), row in rows.items():
         assert row["value"] > 0
         numbers = [row["ratio_to_best_peer"], row["server_cpu_us"], row["driver_cpu_us"], row["machine_busy"]]
         if workload != "W5":  # one pipelined burst has no per-reply latency
             numbers += [row["p50_us"], row["p99_us"]]
         assert all(math.isfinite(n) and n >= 0 for n in numbers), row
-    assert {(n["workload"], n["server"]) for n in document["not_applicable"]} == {("W2", "P4"), ("W4", "P4")}
+    assert {(n["workload"], n["server"]) for n in document["not_applicable"]} == (
+        {(w, s) for w in report.WORKLOADS for s in (OURS, *PEERS)} - expected
+    ) | {("W2", "P4"), ("W4", "P4")}
     assert rows[("W4", OURS)]["extra"]["held"] > 0
     assert {check["demand"] for check in document["demand"]} >= {"W4 RSS per held connection <= 16 KiB"}
     assert (tmp_path / "bench.png").read_bytes().startswith(b"\x89PNG")
@@ -157,6 +163,8 @@ def test_unknown_server_or_workload_is_a_usage_error(capsys):
     with pytest.raises(SystemExit):
         parse_args(["--workloads", "W7"])
     assert parse_args(["--servers", "upperecho,P2", "--workloads", "w1", "W5"]).workloads == ["W1", "W5"]
+    assert parse_args(["--workloads", "W8"]).workloads == ["W8.1", "W8.2"]
+    assert parse_args(["--workloads", "w8.2"]).workloads == ["W8.2"]
 
 
 RESULTS = ROOT / "loadtest" / "results"

@@ -12,6 +12,7 @@ import pytest
 from loadtest.servers import RunningServer, ServerSpec
 from tests.loadtest.locustrun import failures, finish, free_port, start_locust, stats, stop
 from tests.serverproc import quiet, running_server
+from tests.tlskit import make_cert, needs_openssl
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -47,6 +48,33 @@ def test_headless_run_checks_every_reply_and_has_no_failure(tmp_path):
         assert _count(table, name) > 0, f"no {name!r} request in {sorted(table)}"
     assert failures(prefix) == []
     assert "<html" in (tmp_path / "run.html").read_text(encoding="utf-8").lower()
+
+
+@needs_openssl
+def test_headless_run_over_tls_has_no_failure(tmp_path):
+    """O6: ``--host tls://`` speaks TLS, the certificate checked against ``--tls-cafile``."""
+    cert = make_cert(tmp_path)
+    prefix = tmp_path / "tls"
+    with running_server(*quiet(*cert.server_args())) as srv:
+        proc = start_locust(
+            "--headless",
+            "-u", "10",
+            "-r", "10",
+            "-t", "4s",
+            "--host", f"tls://localhost:{srv.port}",
+            "--tls-cafile", str(cert.cert),
+            "--csv", str(prefix),
+            "--disconnect-rate", "0.1",
+            "--think-time", "0.01",
+            cwd=tmp_path,
+        )  # fmt: skip
+        code, output = finish(proc, timeout=120)
+    assert code == 0, output[-3000:]
+    table = stats(prefix)
+    for name in ("connect", "echo", "echo unicode", "DESCONEXION"):
+        assert _count(table, name) > 0, f"no {name!r} request in {sorted(table)}"
+    assert _count(table, "Aggregated", "Failure Count") == 0, failures(prefix)
+    assert failures(prefix) == []
 
 
 def test_distributed_run_with_one_master_and_two_workers(tmp_path):

@@ -1,4 +1,4 @@
-"""Each benchmark peer keeps L1-L4 through the shared client, and exits on SIGTERM."""
+"""Each benchmark peer keeps L1-L4 through the shared client, and exits on SIGTERM (the TLS peer over TLS)."""
 
 from __future__ import annotations
 
@@ -6,13 +6,15 @@ import socket
 
 import pytest
 
-from client.connection import Connection
+from client.connection import Connection, tls_context
 from loadtest.servers import PEERS, SPECS, RunningServer
+from tests.tlskit import make_cert, needs_openssl
 
 pytestmark = pytest.mark.timeout(60)
+PLAIN_PEERS = [name for name in PEERS if not SPECS[name].tls_only]
 
 
-@pytest.fixture(params=PEERS)
+@pytest.fixture(params=PLAIN_PEERS)
 def peer(request):
     with RunningServer(SPECS[request.param]) as server:
         server.wait_started()
@@ -43,7 +45,7 @@ def test_peer_exits_cleanly_on_sigterm(peer):
     assert peer.stop() == 0
 
 
-@pytest.mark.parametrize("name", [name for name in PEERS if SPECS[name].concurrent])
+@pytest.mark.parametrize("name", [name for name in PLAIN_PEERS if SPECS[name].concurrent])
 def test_concurrent_peer_serves_two_clients_at_once(name):
     with RunningServer(SPECS[name]) as server, Connection(*server.address) as one, Connection(*server.address) as two:
         assert one.request("uno") == "UNO"
@@ -58,3 +60,18 @@ def test_seed_peer_serves_the_next_client_when_the_first_leaves():
             second.send("segundo")  # waits in the listen queue while the first is served
             assert first.disconnect() == "DESCONEXION"
             assert second.read_reply() == "SEGUNDO"
+
+
+@needs_openssl
+def test_tls_peer_answers_over_tls_to_two_clients_and_exits_on_sigterm(tmp_path):
+    cert = make_cert(tmp_path)
+    context = tls_context(str(cert.cert))
+    with RunningServer(SPECS["P1tls"], cert.server_args()) as server:
+        with (
+            Connection(*server.address, ssl_context=context) as one,
+            Connection(*server.address, ssl_context=context) as two,
+        ):
+            assert one.request("hola straße") == "HOLA STRASSE"
+            assert two.request("dos") == "DOS"
+            assert one.disconnect(" Desconexión ") == " DESCONEXIÓN "
+        assert server.stop() == 0

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from loadtest.traffic import ASCII, UNICODE, message, message_size, mismatch, option_problems, parse_host
+from loadtest.traffic import ASCII, UNICODE, message, message_size, mismatch, option_problems, parse_host, uses_tls
 from statemachine.text import is_disconnect
 
 
@@ -17,6 +17,7 @@ from statemachine.text import is_disconnect
         ("tcp://localhost", ("localhost", 5000)),
         ("10.0.0.2:7000", ("10.0.0.2", 7000)),
         ("tcp://[::1]:5002/", ("::1", 5002)),
+        ("tls://localhost:5003", ("localhost", 5003)),
         (None, ("127.0.0.1", 5000)),
         ("", ("127.0.0.1", 5000)),
     ],
@@ -29,6 +30,11 @@ def test_host_gives_the_address(url, address):
 def test_host_that_is_not_a_tcp_address_is_refused(url):
     with pytest.raises(ValueError, match="--host"):
         parse_host(url)
+
+
+def test_only_the_tls_scheme_means_tls():
+    assert uses_tls("tls://127.0.0.1:5000") and uses_tls("TLS://localhost")
+    assert not any(uses_tls(url) for url in ("tcp://127.0.0.1:5000", "127.0.0.1:5000", "", None))
 
 
 def test_sizes_cover_the_range_and_favour_short_messages():

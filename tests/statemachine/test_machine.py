@@ -12,7 +12,9 @@ from statemachine.machine import (
     CLOSING,
     CONNECTED,
     ECHOING,
+    ENTRY_STATES,
     FINAL,
+    HANDSHAKE,
     INITIAL,
     MACHINE,
     PLAIN,
@@ -44,6 +46,9 @@ SPEC_TABLE = {
     (CONNECTED, "abort"): CLOSED,
     (ECHOING, "abort"): CLOSED,
     (CLOSING, "abort"): CLOSED,
+    (HANDSHAKE, "abort"): CLOSED,
+    (HANDSHAKE, "handshake_done"): CONNECTED,
+    (HANDSHAKE, "handshake_failed"): CLOSED,
 }
 SPEC_TRIGGERS = {
     "message",
@@ -54,14 +59,24 @@ SPEC_TRIGGERS = {
     "shutdown",
     "flushed",
     "abort",
+    "handshake_done",
+    "handshake_failed",
 }
-ALL_PAIRS = list(itertools.product([CONNECTED, ECHOING, CLOSING, CLOSED], sorted(SPEC_TRIGGERS)))
+ALL_PAIRS = list(itertools.product([CONNECTED, ECHOING, CLOSING, CLOSED, HANDSHAKE], sorted(SPEC_TRIGGERS)))
 
 
 def test_states_and_ends_are_the_specs():
-    assert STATES == [CONNECTED, ECHOING, CLOSING, CLOSED]
+    assert STATES == [CONNECTED, ECHOING, CLOSING, CLOSED, HANDSHAKE]
     assert (INITIAL, FINAL) == (CONNECTED, CLOSED)
     assert SessionModel().state == CONNECTED
+
+
+def test_a_session_starts_only_in_an_entry_state():
+    assert ENTRY_STATES == [CONNECTED, HANDSHAKE]
+    assert SessionModel(HANDSHAKE).state == HANDSHAKE
+    for state in (ECHOING, CLOSING, CLOSED):
+        with pytest.raises(ValueError, match="cannot start in"):
+            SessionModel(state)
 
 
 def test_declared_table_is_the_spec_table():

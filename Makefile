@@ -11,19 +11,20 @@ $(BIN)/python:
 
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[client,load,test]'
+	$(BIN)/python -m pip install --quiet -e '.[client,load,test,metrics]'
 	touch $(STAMP)
 
 ## run: create .venv, install, start the server on 127.0.0.1:5000
 run: $(STAMP)
 	$(BIN)/python -m server
 
-## system-deps: the Debian tools some tests drive (nc; spin and the gcc its checkers are built with), installed when missing
+## system-deps: the Debian tools some tests drive (nc; spin and the gcc its checkers are built with; promtool), installed when missing
 system-deps:
 	@missing=""; \
 	command -v nc >/dev/null 2>&1 || missing="$$missing netcat-openbsd"; \
 	command -v spin >/dev/null 2>&1 || missing="$$missing spin"; \
 	command -v gcc >/dev/null 2>&1 || missing="$$missing gcc"; \
+	command -v promtool >/dev/null 2>&1 || missing="$$missing prometheus"; \
 	if [ -n "$$missing" ]; then \
 	  if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
 	    echo "installing$$missing"; \

@@ -10,7 +10,7 @@ from typing import Any
 
 from server.logs import LEVELS
 from server.messages import LANGS
-from server.options import ENV_PREFIX, Parser, bounded, from_env, host
+from server.options import ENV_PREFIX, Parser, bounded, from_env, host, host_port
 from statemachine.session import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_LINE, FRAMINGS, Limits
 
 DEFAULT_HOST = "127.0.0.1"
@@ -40,6 +40,7 @@ class Config:
     log_level: str = "info"
     lang: str = "es"
     output_limit: int = DEFAULT_OUTPUT_LIMIT
+    metrics: tuple[str, int] | None = None
 
     @property
     def limits(self) -> Limits:
@@ -76,6 +77,7 @@ _OPTIONS: list[tuple[str, Callable[[str], Any], Any, str, Sequence[str] | None]]
     ("framing", str, "line", "line (protocol v1) or raw (seed compatibility)", FRAMINGS),
     ("log-level", str, "info", "console detail (default %(default)s)", tuple(LEVELS)),
     ("lang", str, "es", "console language (default %(default)s)", LANGS),
+    ("metrics", host_port, None, "serve Prometheus metrics at http://HOST:PORT/metrics (default: off)", None),
 ]
 
 

@@ -27,6 +27,7 @@ import time
 from typing import TYPE_CHECKING
 
 from server.logs import LOGGER_NAME, escape
+from server.metrics import Counters
 from server.poller import ERROR as _ERROR
 from server.poller import READ as _READ
 from server.poller import WRITE as _WRITE
@@ -55,7 +56,19 @@ log = logging.getLogger(LOGGER_NAME)
 class Conn:
     """One socket owned by a worker; ``session`` is None for a refused (busy) socket."""
 
-    __slots__ = ("closing_since", "eof", "fd", "linger_until", "mask", "out", "peer", "session", "sock", "timer_at")
+    __slots__ = (
+        "closing_since",
+        "eof",
+        "fd",
+        "linger_until",
+        "mask",
+        "opened",
+        "out",
+        "peer",
+        "session",
+        "sock",
+        "timer_at",
+    )
 
     def __init__(self, sock: socket.socket, peer: object, session: Session | None) -> None:
         self.sock: socket.socket | None = sock
@@ -68,6 +81,7 @@ class Conn:
         self.closing_since: float | None = None
         self.linger_until: float | None = None
         self.timer_at: float | None = None
+        self.opened = 0.0
 
 
 class Worker(threading.Thread):
@@ -102,6 +116,8 @@ class Worker(threading.Thread):
         self._seq = itertools.count()
         self._log_info = log.isEnabledFor(logging.INFO)
         self._on_message = self._log_message if self._log_info else None
+        #: this loop's counts for ``--metrics`` (None when off: nothing is counted)
+        self.counters = Counters() if server.config.metrics else None
 
     # -- called from other threads --------------------------------------------
 
@@ -212,6 +228,8 @@ class Worker(threading.Thread):
     def _adopt(self, sock: socket.socket, peer: object, admitted: bool, now: float) -> None:
         sock.setblocking(False)
         if not admitted:  # L10: the busy line, then a lingering close; no session
+            if self.counters is not None:
+                self.counters.refuse("busy")
             conn = Conn(sock, peer, None)
             self.conns[conn.fd] = conn
             conn.linger_until = now + self.drain
@@ -225,7 +243,10 @@ class Worker(threading.Thread):
         except OSError:
             pass  # not TCP (tests may hand a socketpair) or already reset
         conn = Conn(sock, peer, Session(self.limits, now, self._on_message))
+        conn.opened = now
         self.conns[conn.fd] = conn
+        if self.counters is not None:
+            self.counters.opened += 1
         if self._log_info:
             log.info(self.texts.connected.format(peer=peer))
         self._interest(conn)
@@ -257,6 +278,7 @@ class Worker(threading.Thread):
         """Give the session what was read (``b""``: end of stream) and send its answer.
 
         Returns False when the connection is gone (a write error aborted it)."""
+        messages = session.messages
         if data:
             out = session.receive(data, now)
         else:
@@ -264,6 +286,8 @@ class Worker(threading.Thread):
             out = session.end_of_stream()
         if out:
             self._send(conn, out)
+        if self.counters is not None:
+            self.counters.replied(len(data), session.messages - messages, now)
         return conn.sock is not None
 
     def _log_message(self, text: str, reply: str) -> None:
@@ -281,6 +305,8 @@ class Worker(threading.Thread):
             except OSError:
                 self._abort(conn)
                 return
+            if self.counters is not None:
+                self.counters.bytes_out += sent
             if sent == len(data):
                 return
             conn.out += memoryview(data)[sent:]
@@ -296,6 +322,8 @@ class Worker(threading.Thread):
         except OSError:
             self._abort(conn)
             return
+        if self.counters is not None:
+            self.counters.bytes_out += sent
         del conn.out[:sent]
         session = conn.session
         if not conn.out and (session is None or session.state == CLOSING):
@@ -340,6 +368,8 @@ class Worker(threading.Thread):
         """All replies handed to the network: shut down sending, session CLOSED, linger."""
         conn.session.flushed()
         self.server.session_ended()
+        if self.counters is not None:
+            self.counters.session_closed(conn.session.reason, now - conn.opened)
         if self._log_info:
             log.info(self.texts.closed.format(peer=conn.peer, reason=conn.session.reason))
         self._linger(conn, now)
@@ -362,6 +392,8 @@ class Worker(threading.Thread):
         if session is not None and session.state != CLOSED:
             session.abort()
             self.server.session_ended()
+            if self.counters is not None:
+                self.counters.session_closed(session.reason, time.monotonic() - conn.opened)
             if self._log_info:
                 log.info(self.texts.closed.format(peer=conn.peer, reason="abort"))
         if conn.sock is not None:

@@ -18,7 +18,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     sys.stdout.reconfigure(line_buffering=True)
-    setup(config.log_level)
+    setup(config.log_level, config.log_format)
     server = Server(config)
     try:
         host, port = server.bind()

@@ -174,7 +174,7 @@ class Server:
             unlogged, self._busy_unlogged = self._busy_unlogged, 0
         if unlogged:
             log.warning(self.texts.busy_unlogged.format(count=unlogged))
-        log.warning(self.texts.busy.format(peer=peer))
+        log.warning(self.texts.busy.format(peer=peer), extra={"event": "refused", "peer": peer, "reason": "busy"})
 
     def accept_failed(self, exc: OSError) -> None:
         """Out of descriptors or memory (the worker pauses accepting): say so once until it recovers."""
@@ -187,7 +187,7 @@ class Server:
     # -- stop -----------------------------------------------------------------
 
     def _shutdown(self) -> int:
-        log.info(self.texts.shutting_down)
+        log.info(self.texts.shutting_down, extra={"event": "shutting_down"})
         for worker in self.workers:
             worker.request_stop()
         deadline = time.monotonic() + self.config.drain_timeout + 5.0
@@ -200,6 +200,6 @@ class Server:
             unlogged, self._busy_unlogged = self._busy_unlogged, 0
         if unlogged:
             log.warning(self.texts.busy_unlogged.format(count=unlogged))
-        log.info(self.texts.stopped)
+        log.info(self.texts.stopped, extra={"event": "stopped"})
         sys.stdout.flush()
         return 0

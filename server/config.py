@@ -8,7 +8,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from server.logs import LEVELS
+from server.logs import FORMATS, LEVELS
 from server.messages import LANGS
 from server.options import ENV_PREFIX, Parser, bounded, from_env, host, host_port
 from statemachine.session import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_LINE, FRAMINGS, Limits
@@ -41,6 +41,7 @@ class Config:
     lang: str = "es"
     output_limit: int = DEFAULT_OUTPUT_LIMIT
     metrics: tuple[str, int] | None = None
+    log_format: str = "text"
 
     @property
     def limits(self) -> Limits:
@@ -77,6 +78,7 @@ _OPTIONS: list[tuple[str, Callable[[str], Any], Any, str, Sequence[str] | None]]
     ("framing", str, "line", "line (protocol v1) or raw (seed compatibility)", FRAMINGS),
     ("log-level", str, "info", "console detail (default %(default)s)", tuple(LEVELS)),
     ("lang", str, "es", "console language (default %(default)s)", LANGS),
+    ("log-format", str, "text", "console lines as text (default) or one JSON object per line", FORMATS),
     ("metrics", host_port, None, "serve Prometheus metrics at http://HOST:PORT/metrics (default: off)", None),
 ]
 

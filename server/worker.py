@@ -17,6 +17,7 @@ the clocks and carries out what a state asks for:
 from __future__ import annotations
 
 import errno
+import functools
 import heapq
 import itertools
 import logging
@@ -49,6 +50,8 @@ _ACCEPT_BATCH = 64
 # a moment (or until this worker frees a descriptor) instead of spinning.
 _EXHAUSTED = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
 _ACCEPT_PAUSE = 0.1
+# Session ids for the logs, unique in the process (next() on a count is atomic).
+_SESSION_IDS = itertools.count(1)
 
 log = logging.getLogger(LOGGER_NAME)
 
@@ -66,6 +69,7 @@ class Conn:
         "out",
         "peer",
         "session",
+        "sid",
         "sock",
         "timer_at",
     )
@@ -82,6 +86,7 @@ class Conn:
         self.linger_until: float | None = None
         self.timer_at: float | None = None
         self.opened = 0.0
+        self.sid: int | None = None
 
 
 class Worker(threading.Thread):
@@ -115,7 +120,6 @@ class Worker(threading.Thread):
         self._timers: list[tuple[float, int, Conn]] = []
         self._seq = itertools.count()
         self._log_info = log.isEnabledFor(logging.INFO)
-        self._on_message = self._log_message if self._log_info else None
         #: this loop's counts for ``--metrics`` (None when off: nothing is counted)
         self.counters = Counters() if server.config.metrics else None
 
@@ -242,13 +246,15 @@ class Worker(threading.Thread):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except OSError:
             pass  # not TCP (tests may hand a socketpair) or already reset
-        conn = Conn(sock, peer, Session(self.limits, now, self._on_message))
+        conn = Conn(sock, peer, None)
+        conn.session = Session(self.limits, now, functools.partial(self._log_message, conn) if self._log_info else None)
         conn.opened = now
+        conn.sid = next(_SESSION_IDS)
         self.conns[conn.fd] = conn
         if self.counters is not None:
             self.counters.opened += 1
         if self._log_info:
-            log.info(self.texts.connected.format(peer=peer))
+            log.info(self.texts.connected.format(peer=peer), extra=_fields(conn, "connected"))
         self._interest(conn)
         deadline = conn.session.idle_deadline()
         if deadline is not None:
@@ -290,9 +296,10 @@ class Worker(threading.Thread):
             self.counters.replied(len(data), session.messages - messages, now)
         return conn.sock is not None
 
-    def _log_message(self, text: str, reply: str) -> None:
-        log.info(self.texts.received.format(text=escape(text)))
-        log.info(self.texts.replied.format(text=escape(reply)))
+    def _log_message(self, conn: Conn, text: str, reply: str) -> None:
+        text, reply = escape(text), escape(reply)
+        log.info(self.texts.received.format(text=text), extra=_fields(conn, "received", text=text))
+        log.info(self.texts.replied.format(text=reply), extra=_fields(conn, "replied", text=reply))
 
     # -- writing --------------------------------------------------------------
 
@@ -357,7 +364,7 @@ class Worker(threading.Thread):
         if conn.closing_since is None:
             conn.closing_since = now
             if session.reason == "disconnect" and self._log_info:
-                log.info(self.texts.disconnect.format(peer=conn.peer))
+                log.info(self.texts.disconnect.format(peer=conn.peer), extra=_fields(conn, "disconnect"))
             self._schedule(conn, now + self.drain)
         if conn.out:
             self._interest(conn)
@@ -371,7 +378,9 @@ class Worker(threading.Thread):
         if self.counters is not None:
             self.counters.session_closed(conn.session.reason, now - conn.opened)
         if self._log_info:
-            log.info(self.texts.closed.format(peer=conn.peer, reason=conn.session.reason))
+            log.info(
+                self.texts.closed.format(peer=conn.peer, reason=conn.session.reason), extra=_fields(conn, "closed")
+            )
         self._linger(conn, now)
 
     def _linger(self, conn: Conn, now: float) -> None:
@@ -395,7 +404,7 @@ class Worker(threading.Thread):
             if self.counters is not None:
                 self.counters.session_closed(session.reason, time.monotonic() - conn.opened)
             if self._log_info:
-                log.info(self.texts.closed.format(peer=conn.peer, reason="abort"))
+                log.info(self.texts.closed.format(peer=conn.peer, reason="abort"), extra=_fields(conn, "closed"))
         if conn.sock is not None:
             try:
                 conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET)
@@ -507,3 +516,16 @@ class Worker(threading.Thread):
                 return
         if session.state == CLOSING:
             self._on_closing(conn, now)
+
+
+def _fields(conn: Conn, event: str, **more: str) -> dict[str, object]:
+    """The structured fields of a log line about ``conn`` (``--log-format json``)."""
+    session = conn.session
+    return {
+        "event": event,
+        "peer": conn.peer,
+        "session": conn.sid,
+        "state": session.state if session is not None else None,
+        "reason": session.reason if session is not None else None,
+        **more,
+    }

@@ -80,12 +80,16 @@ class Connection:
         try:
             self._sock = socket.create_connection((self.host, self.port), timeout=self.timeout)
         except TimeoutError as exc:
-            raise ConnectError(f"cannot connect to {self.host}:{self.port}: timed out") from exc
+            raise ConnectError(f"cannot connect to {self._where()}: timed out") from exc
         except OSError as exc:
             reason = exc.strerror or str(exc)
-            raise ConnectError(f"cannot connect to {self.host}:{self.port}: {reason.lower()}") from exc
+            raise ConnectError(f"cannot connect to {self._where()}: {reason.lower()}") from exc
         self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return self
+
+    def _where(self) -> str:
+        """``host:port``, an IPv6 address in brackets (O7)."""
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
 
     def close(self) -> None:
         if self._sock is not None:

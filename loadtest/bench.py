@@ -163,9 +163,10 @@ def _progress(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
-def _start(workload: Workload, names: Sequence[str], errors: list[str]) -> dict[str, RunningServer]:
-    """Start the servers together (their start-up overlaps) and wait until each listens."""
-    started = {name: RunningServer(SPECS[name], workload.ours_args if name == OURS else ()) for name in names}
+def _start(workload: Workload, names: Sequence[str], errors: list[str], host: str) -> dict[str, RunningServer]:
+    """Start the servers together (their start-up overlaps) on ``host`` and wait until each listens."""
+    where = ("--host", host)
+    started = {name: RunningServer(SPECS[name], where + (workload.ours_args if name == OURS else ())) for name in names}
     running = {}
     for name, server in started.items():
         try:
@@ -189,7 +190,7 @@ def _stop(running: dict[str, RunningServer]) -> None:
 
 
 def run_workload(
-    workload: Workload, servers: Sequence[str], settings: Settings
+    workload: Workload, servers: Sequence[str], settings: Settings, host: str = "127.0.0.1"
 ) -> tuple[list[dict[str, Any]], list[tuple[str, str, str]], list[str]]:
     """Run the interleaved rounds of one workload: samples, not-applicable rows, errors.
 
@@ -210,7 +211,7 @@ def run_workload(
         for round_ in range(rounds):
             if round_ == 0 or workload.fresh:
                 _stop(running)
-                running.update(_start(workload, names, errors))
+                running.update(_start(workload, names, errors, host))
             order = [name for name in names if name in running]
             shift = round_ % len(order) if order else 0
             for name in order[shift:] + order[:shift]:
@@ -241,6 +242,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--workloads", nargs="+", default=list(WORKLOADS), metavar="W", help="among W1..W5 (default: all)"
     )
     parser.add_argument("--rounds", type=int, help="interleaved rounds per workload (default 5; quick 1)")
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="address every server listens on, e.g. ::1 (default %(default)s)"
+    )
     args = parser.parse_args(argv)
     args.servers = [n for item in args.servers for n in item.split(",") if n]
     args.workloads = [w.upper() for item in args.workloads for w in item.split(",") if w]
@@ -272,7 +276,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     skipped: list[tuple[str, str, str]] = []
     errors: list[str] = []
     for workload_id in args.workloads:
-        more, skip, failed = run_workload(WORKLOADS[workload_id], args.servers, settings)
+        more, skip, failed = run_workload(WORKLOADS[workload_id], args.servers, settings, args.host)
         samples += more
         skipped += skip
         errors += failed
@@ -290,6 +294,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     document = {
         "date": when.isoformat(timespec="seconds"),
         "quick": args.quick,
+        "host": args.host,
         "duration_s": elapsed,
         "machine": about,
         "code": version,

@@ -85,7 +85,8 @@ class RunningServer:
                 if not match:
                     self.kill()
                     raise LaunchError(f"{self.spec.label}: first line gives no address: {first!r}")
-                self._address = (match.group(1), int(match.group(2)))
+                host = match.group(1).removeprefix("[").removesuffix("]")  # "[::1]:PORT" (O7)
+                self._address = (host, int(match.group(2)))
             elif self.proc.poll() is not None:
                 raise LaunchError(f"{self.spec.label} exited ({self.proc.returncode}): {self.stderr()[-500:]}")
             elif time.monotonic() > self._deadline:

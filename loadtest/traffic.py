@@ -26,7 +26,10 @@ DISCONNECT_SPELLINGS = ("DESCONEXION", "desconexion", "Desconexión", " desconex
 
 
 def parse_host(url: str | None) -> tuple[str, int]:
-    """``tcp://HOST:PORT`` (or ``HOST:PORT``, or ``HOST``) as ``(host, port)``; 127.0.0.1:5000 by default."""
+    """``tcp://HOST:PORT`` (or ``HOST:PORT``, or ``HOST``) as ``(host, port)``; 127.0.0.1:5000 by default.
+
+    An IPv6 address goes in brackets, as in a URL: ``tcp://[::1]:5000``.
+    """
     if not url:
         url = DEFAULT_HOST
     if "://" not in url:
@@ -34,6 +37,8 @@ def parse_host(url: str | None) -> tuple[str, int]:
     parts = urlsplit(url)
     if parts.scheme != "tcp":
         raise ValueError(f"--host must be tcp://HOST:PORT, not {url!r}")
+    if parts.netloc.count(":") > 1 and not parts.netloc.startswith("["):
+        raise ValueError(f"--host: an IPv6 address goes in brackets (tcp://[::1]:5000), not {url!r}")
     try:
         port = parts.port
     except ValueError:

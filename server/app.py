@@ -41,6 +41,14 @@ _BUSY_PER_SECOND = 1.0
 _FD_RESERVE = 64
 
 
+def dual_stack(sock: socket.socket) -> None:
+    """O7: an IPv6 socket also serves IPv4 clients (as ``::ffff:a.b.c.d``) where the OS allows it."""
+    try:
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+    except (OSError, AttributeError):
+        pass  # IPv6 only here: IPv4 clients need a server of their own
+
+
 class StartError(Exception):
     """The server cannot start (port in use, no permission, ...): one clear line."""
 
@@ -78,6 +86,8 @@ class Server:
         sock = socket.socket(family, kind, proto)
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                dual_stack(sock)
             sock.bind(address)
             sock.listen(min(4096, socket.SOMAXCONN * 32))
         except OSError as exc:

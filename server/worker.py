@@ -218,6 +218,8 @@ class Worker(threading.Thread):
                     self._pause_accepting(exc, now)
                     return
                 continue  # the client gave up before we accepted (ECONNABORTED, ...)
+            if len(peer) > 2:  # IPv6: (host, port, flowinfo, scope_id)
+                peer = plain_peer(peer)
             self._adopt(sock, peer, admit(peer), now)
 
     def _pause_accepting(self, exc: OSError, now: float) -> None:
@@ -516,6 +518,14 @@ class Worker(threading.Thread):
                 return
         if session.state == CLOSING:
             self._on_closing(conn, now)
+
+
+def plain_peer(peer: tuple) -> tuple[str, int]:
+    """An IPv6 peer as ``(host, port)`` like an IPv4 one; an IPv4 client of a dual-stack socket by its IPv4 address."""
+    host = peer[0]
+    if host.startswith("::ffff:") and "." in host:
+        host = host[7:]
+    return (host, peer[1])
 
 
 def _fields(conn: Conn, event: str, **more: str) -> dict[str, object]:

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from loadtest import driver, report
-from loadtest.servers import OURS, ROOT, SPECS, LaunchError, RunningServer
+from loadtest.servers import ALL_SPECS, OURS, OURS_METRICS, ROOT, SPECS, LaunchError, RunningServer
 
 
 @dataclass(frozen=True)
@@ -79,6 +79,7 @@ class Workload:
     concurrent: bool = False  # needs a server that serves several clients at once
     ours_args: tuple[str, ...] = ()
     fresh: bool = False  # a new server process for every round
+    against: tuple[str, ...] = ()  # our server beside these variants of it, instead of the peers
 
 
 WORKLOADS: dict[str, Workload] = {
@@ -103,6 +104,13 @@ WORKLOADS: dict[str, Workload] = {
             fresh=True,  # memory per held connection needs a clean start
         ),
         Workload("W5", lambda s, c: driver.pipelined(s, c.w5_lines), lambda c: c.w5_rounds),
+        Workload(
+            "W2m",  # W2 with --metrics on beside W2 with it off, interleaved: what counting costs
+            lambda s, c: driver.closed_loop(s, c.w2_connections, c.w2_seconds, c.driver_processes),
+            lambda c: c.rounds,
+            concurrent=True,
+            against=(OURS_METRICS,),
+        ),
     )
 }
 
@@ -166,7 +174,9 @@ def _progress(text: str) -> None:
 def _start(workload: Workload, names: Sequence[str], errors: list[str], host: str) -> dict[str, RunningServer]:
     """Start the servers together (their start-up overlaps) on ``host`` and wait until each listens."""
     where = ("--host", host)
-    started = {name: RunningServer(SPECS[name], where + (workload.ours_args if name == OURS else ())) for name in names}
+    started = {
+        name: RunningServer(ALL_SPECS[name], where + (workload.ours_args if name == OURS else ())) for name in names
+    }
     running = {}
     for name, server in started.items():
         try:
@@ -205,6 +215,9 @@ def run_workload(
         if workload.concurrent and not SPECS[name].concurrent
     ]
     names = [name for name in servers if not (workload.concurrent and not SPECS[name].concurrent)]
+    if workload.against:
+        skipped = []
+        names = [OURS, *workload.against] if OURS in servers else []
     rounds = workload.rounds(settings)
     running: dict[str, RunningServer] = {}
     try:
@@ -239,7 +252,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--servers", nargs="+", default=list(SPECS), metavar="NAME", help=f"among {', '.join(SPECS)} (default: all)"
     )
     parser.add_argument(
-        "--workloads", nargs="+", default=list(WORKLOADS), metavar="W", help="among W1..W5 (default: all)"
+        "--workloads", nargs="+", default=list(WORKLOADS), metavar="W", help="among W1..W5, W2m (default: all)"
     )
     parser.add_argument("--rounds", type=int, help="interleaved rounds per workload (default 5; quick 1)")
     parser.add_argument(
@@ -247,7 +260,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     args = parser.parse_args(argv)
     args.servers = [n for item in args.servers for n in item.split(",") if n]
-    args.workloads = [w.upper() for item in args.workloads for w in item.split(",") if w]
+    by_upper = {w.upper(): w for w in WORKLOADS}
+    args.workloads = [by_upper.get(w.upper(), w) for item in args.workloads for w in item.split(",") if w]
     for name in args.servers:
         if name not in SPECS:
             parser.error(f"unknown server {name!r}; choose among {', '.join(SPECS)}")
@@ -299,7 +313,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "machine": about,
         "code": version,
         "settings": asdict(settings),
-        "servers": {name: SPECS[name].label for name in args.servers},
+        "servers": {name: ALL_SPECS[name].label for name in args.servers},
         "workloads": {w: report.WORKLOADS[w][0] for w in args.workloads},
         "samples": samples,
         "not_applicable": [{"workload": w, "server": n, "reason": r} for w, n, r in skipped],

@@ -46,6 +46,12 @@ SPECS: dict[str, ServerSpec] = {
     )
 }
 PEERS = tuple(name for name in SPECS if name != OURS)
+OURS_METRICS = "upperecho+metrics"
+#: Our server run another way, for rows that compare it with itself (W2m); not a contender of its own.
+VARIANTS: dict[str, ServerSpec] = {
+    OURS_METRICS: ServerSpec(OURS_METRICS, "upperecho, metrics on", "server", ("-q", "--metrics", "127.0.0.1:0")),
+}
+ALL_SPECS: dict[str, ServerSpec] = {**SPECS, **VARIANTS}
 
 
 class LaunchError(RuntimeError):

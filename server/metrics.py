@@ -101,12 +101,11 @@ class Counters:
         """A connection refused before it became a session."""
         self.refused[reason] = self.refused.get(reason, 0) + 1
 
-    def replied(self, received: int, messages: int, since: float) -> None:
-        """``received`` bytes read at ``since`` held ``messages`` messages, whose replies the kernel now has."""
-        self.bytes_in += received
-        if messages:
-            self.messages += messages
-            self.latency.observe(time.monotonic() - since, messages)
+    def answered(self, messages: int, since: float) -> None:
+        """A turn of the loop that woke at ``since`` handed the replies to ``messages`` messages to the kernel.
+
+        Called once per turn, not per message: a clock read costs as much as the rest of the counting."""
+        self.latency.observe(time.monotonic() - since, messages)
 
     def session_closed(self, reason: str | None, duration: float) -> None:
         """A session reached CLOSED; ``reason`` is the trigger that ended it."""
@@ -197,7 +196,7 @@ class Collector:
         buckets, total = _sum_histograms([c.latency for c in counters], LATENCY_BUCKETS)
         yield HistogramMetricFamily(
             f"{PREFIX}_reply_latency_seconds",
-            "From the wake-up that read a message to the send() that handed its reply to the kernel.",
+            "From the loop's wake-up that read a message to the end of that turn, its reply handed to the kernel.",
             buckets=buckets,
             sum_value=total,
         )

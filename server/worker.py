@@ -149,10 +149,14 @@ class Worker(threading.Thread):
         monotonic = time.monotonic
         readable = _READ | _ERROR
         writable = _WRITE | _ERROR
+        counters = self.counters
+        answered = 0
         try:
             while True:
                 events = poll(self._next_timeout())
                 now = monotonic()
+                if counters is not None:
+                    answered = counters.messages
                 for fd, mask in events:
                     conn = conns.get(fd)
                     if conn is None:
@@ -165,6 +169,8 @@ class Worker(threading.Thread):
                         self._on_readable(conn, now)
                     if mask & writable and conn.out and conn.sock is not None:
                         self._on_writable(conn, now)
+                if counters is not None and counters.messages != answered:
+                    counters.answered(counters.messages - answered, now)
                 if self._timers and self._timers[0][0] <= now:
                     self._run_timers(now)
                 if self._accept_resume_at is not None and now >= self._accept_resume_at:
@@ -294,8 +300,10 @@ class Worker(threading.Thread):
             out = session.end_of_stream()
         if out:
             self._send(conn, out)
-        if self.counters is not None:
-            self.counters.replied(len(data), session.messages - messages, now)
+        counters = self.counters
+        if counters is not None:
+            counters.bytes_in += len(data)
+            counters.messages += session.messages - messages
         return conn.sock is not None
 
     def _log_message(self, conn: Conn, text: str, reply: str) -> None:

@@ -107,10 +107,13 @@ def test_close_reasons_are_the_machines_ending_triggers():
     assert "flushed" not in close_reasons() and "message" not in close_reasons()
 
 
-def test_scrape_counts_every_state_reason_and_refusal_exactly():
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_scrape_counts_every_state_reason_and_refusal_exactly(workers):
     big = _big_line()
     server = ServerProcess(
         "-q",
+        "--workers",
+        workers,
         "--max-connections",
         "3",
         "--idle-timeout",

@@ -17,7 +17,7 @@ $(RUN_STAMP): pyproject.toml | $(BIN)/python
 
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[client,load,test]'
+	$(BIN)/python -m pip install --quiet -e '.[client,load,test,metrics]'
 	touch $(STAMP) $(RUN_STAMP)
 
 ## run: create .venv, install the server only, start it on 127.0.0.1:5000 (FRAMING=raw for the classroom's client; ARGS=... any flag)
@@ -29,13 +29,14 @@ else
 endif
 	@$(BIN)/python -m server $(if $(FRAMING),--framing $(FRAMING)) $(ARGS)
 
-## system-deps: the Debian tools some tests drive (nc; spin and the gcc its checkers are built with; openssl for TLS), installed when missing
+## system-deps: the Debian tools some tests drive (nc; spin and the gcc its checkers are built with; openssl for TLS; promtool), installed when missing
 system-deps:
 	@missing=""; \
 	command -v nc >/dev/null 2>&1 || missing="$$missing netcat-openbsd"; \
 	command -v spin >/dev/null 2>&1 || missing="$$missing spin"; \
 	command -v gcc >/dev/null 2>&1 || missing="$$missing gcc"; \
 	command -v openssl >/dev/null 2>&1 || missing="$$missing openssl"; \
+	command -v promtool >/dev/null 2>&1 || missing="$$missing prometheus"; \
 	if [ -n "$$missing" ]; then \
 	  if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
 	    echo "installing$$missing"; \

@@ -142,23 +142,25 @@ class Connection:
                 sock = self.ssl_context.wrap_socket(sock, server_hostname=self.host)
         except TimeoutError as exc:
             _close_quietly(sock)
-            raise ConnectError(f"cannot connect to {self.host}:{self.port}: timed out") from exc
+            raise ConnectError(f"cannot connect to {self._where()}: timed out") from exc
         except ssl.SSLCertVerificationError as exc:
             _close_quietly(sock)
             why = exc.verify_message or str(exc.reason or exc)
-            raise ConnectError(
-                f"cannot connect to {self.host}:{self.port}: TLS certificate verify failed: {why}"
-            ) from exc
+            raise ConnectError(f"cannot connect to {self._where()}: TLS certificate verify failed: {why}") from exc
         except ssl.SSLError as exc:
             _close_quietly(sock)
             why = str(exc.reason or exc).replace("_", " ").lower()
-            raise ConnectError(f"cannot connect to {self.host}:{self.port}: TLS handshake failed: {why}") from exc
+            raise ConnectError(f"cannot connect to {self._where()}: TLS handshake failed: {why}") from exc
         except OSError as exc:
             _close_quietly(sock)
             reason = exc.strerror or str(exc)
-            raise ConnectError(f"cannot connect to {self.host}:{self.port}: {reason.lower()}") from exc
+            raise ConnectError(f"cannot connect to {self._where()}: {reason.lower()}") from exc
         self._sock = sock
         return self
+
+    def _where(self) -> str:
+        """``host:port``, an IPv6 address in brackets (O7)."""
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
 
     def close(self) -> None:
         if self._sock is not None:

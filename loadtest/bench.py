@@ -26,7 +26,7 @@ from typing import Any
 
 from loadtest import driver, report
 from loadtest.certs import CertError, throwaway_cert
-from loadtest.servers import OURS, ROOT, SPECS, LaunchError, RunningServer
+from loadtest.servers import ALL_SPECS, OURS, OURS_METRICS, ROOT, SPECS, LaunchError, RunningServer
 
 
 @dataclass(frozen=True)
@@ -84,6 +84,7 @@ class Workload:
     ours_args: tuple[str, ...] = ()
     fresh: bool = False  # a new server process for every round
     tls: bool = False  # over TLS: the servers get --tls-cert/--tls-key, the driver checks the certificate
+    against: tuple[str, ...] = ()  # our server beside these variants of it, instead of the peers
 
 
 WORKLOADS: dict[str, Workload] = {
@@ -117,6 +118,13 @@ WORKLOADS: dict[str, Workload] = {
             lambda c: c.rounds,
             concurrent=True,
             tls=True,
+        ),
+        Workload(
+            "W2m",  # W2 with --metrics on beside W2 with it off, interleaved: what counting costs
+            lambda s, c: driver.closed_loop(s, c.w2_connections, c.w2_seconds, c.driver_processes),
+            lambda c: c.rounds,
+            concurrent=True,
+            against=(OURS_METRICS,),
         ),
     )
 }
@@ -207,14 +215,18 @@ def _progress(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
-def _start(workload: Workload, names: Sequence[str], errors: list[str]) -> dict[str, RunningServer]:
-    """Start the servers together (their start-up overlaps) and wait until each listens."""
+def _start(workload: Workload, names: Sequence[str], errors: list[str], host: str) -> dict[str, RunningServer]:
+    """Start the servers together (their start-up overlaps) on ``host`` and wait until each listens."""
     try:
         tls = _tls_args() if workload.tls else ()
     except CertError as exc:
         errors.append(f"{workload.id}: {exc}")
         return {}
-    started = {name: RunningServer(SPECS[name], (workload.ours_args if name == OURS else ()) + tls) for name in names}
+    where = ("--host", host)
+    started = {
+        name: RunningServer(ALL_SPECS[name], where + (workload.ours_args if name == OURS else ()) + tls)
+        for name in names
+    }
     running = {}
     for name, server in started.items():
         try:
@@ -238,7 +250,7 @@ def _stop(running: dict[str, RunningServer]) -> None:
 
 
 def run_workload(
-    workload: Workload, servers: Sequence[str], settings: Settings
+    workload: Workload, servers: Sequence[str], settings: Settings, host: str = "127.0.0.1"
 ) -> tuple[list[dict[str, Any]], list[tuple[str, str, str]], list[str]]:
     """Run the interleaved rounds of one workload: samples, not-applicable rows, errors.
 
@@ -249,13 +261,16 @@ def run_workload(
     errors: list[str] = []
     skipped = [(workload.id, name, why) for name in servers if (why := _applies(workload, name)) is not None]
     names = [name for name in servers if _applies(workload, name) is None]
+    if workload.against:
+        skipped = []
+        names = [OURS, *workload.against] if OURS in servers else []
     rounds = workload.rounds(settings)
     running: dict[str, RunningServer] = {}
     try:
         for round_ in range(rounds):
             if round_ == 0 or workload.fresh:
                 _stop(running)
-                running.update(_start(workload, names, errors))
+                running.update(_start(workload, names, errors, host))
             order = [name for name in names if name in running]
             shift = round_ % len(order) if order else 0
             for name in order[shift:] + order[:shift]:
@@ -301,12 +316,16 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         nargs="+",
         default=list(WORKLOADS),
         metavar="W",
-        help="among W1..W5, W8 (= W8.1 W8.2) (default: all)",
+        help="among W1..W5, W2m, W8 (= W8.1 W8.2) (default: all)",
     )
     parser.add_argument("--rounds", type=int, help="interleaved rounds per workload (default 5; quick 1)")
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="address every server listens on, e.g. ::1 (default %(default)s)"
+    )
     args = parser.parse_args(argv)
     args.servers = [n for item in args.servers for n in item.split(",") if n]
-    args.workloads = [w.upper() for item in args.workloads for w in item.split(",") if w]
+    by_upper = {w.upper(): w for w in WORKLOADS}
+    args.workloads = [by_upper.get(w.upper(), w.upper()) for item in args.workloads for w in item.split(",") if w]
     # A family name (W8) stands for its members (W8.1, W8.2).
     args.workloads = [member for w in args.workloads for member in ([w] if w in WORKLOADS else _family(w)) or [w]]
     for name in args.servers:
@@ -341,7 +360,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     skipped: list[tuple[str, str, str]] = []
     errors: list[str] = []
     for workload_id in args.workloads:
-        more, skip, failed = run_workload(WORKLOADS[workload_id], args.servers, settings)
+        more, skip, failed = run_workload(WORKLOADS[workload_id], args.servers, settings, args.host)
         samples += more
         skipped += skip
         errors += failed
@@ -353,11 +372,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     document = {
         "date": when.isoformat(timespec="seconds"),
         "quick": args.quick,
+        "host": args.host,
         "duration_s": time.monotonic() - started,
         "machine": about,
         "code": version,
         "settings": asdict(settings),
-        "servers": {name: SPECS[name].label for name in args.servers},
+        "servers": {name: ALL_SPECS[name].label for name in args.servers},
         "workloads": {w: report.WORKLOADS[w][0] for w in args.workloads},
         "samples": samples,
         "not_applicable": [{"workload": w, "server": n, "reason": r} for w, n, r in skipped],

@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from loadtest.servers import OURS, SPECS
+from loadtest.servers import ALL_SPECS, OURS, OURS_METRICS, PEERS, SPECS
 
 # Workload id -> (what it does, the unit of its headline figure).
 WORKLOADS: dict[str, tuple[str, str]] = {
@@ -32,6 +32,7 @@ WORKLOADS: dict[str, tuple[str, str]] = {
     "W5": ("1 connection pipelines 200,000 lines", "lines/s"),
     "W8.1": ("W1 over TLS 1.3", "round trips/s"),
     "W8.2": ("W2 over TLS 1.3", "replies/s"),
+    "W2m": ("W2 with --metrics on, beside W2 with it off", "replies/s"),
 }
 
 
@@ -101,13 +102,13 @@ def summarize(samples: Sequence[dict[str, Any]]) -> list[Row]:
             for row in rows:
                 if row.workload == workload:
                     row.ratio_to_best_peer = row.value / best.value
-    order = {name: i for i, name in enumerate(SPECS)}
+    order = {name: i for i, name in enumerate(ALL_SPECS)}
     rows.sort(key=lambda row: (row.workload, order.get(row.server, len(order))))
     return rows
 
 
 def best_peer(rows: Sequence[Row], workload: str) -> Row | None:
-    peers = [r for r in rows if r.workload == workload and r.server != OURS and not math.isnan(r.value)]
+    peers = [r for r in rows if r.workload == workload and r.server in PEERS and not math.isnan(r.value)]
     return max(peers, key=lambda r: r.value) if peers else None
 
 
@@ -147,6 +148,16 @@ def check_demand(rows: Sequence[Row]) -> list[Check]:
             )
         )
     ratio("W5", "P1", 1.5, "lines/s")
+    off, on = _find(rows, "W2m", OURS), _find(rows, "W2m", OURS_METRICS)
+    if off and on:
+        cost = on.server_cpu_us / off.server_cpu_us
+        checks.append(
+            Check(
+                "W2m server CPU per reply with metrics on <= 1.05x off (O4)",
+                f"{cost:.3f}x ({off.server_cpu_us:.2f} -> {on.server_cpu_us:.2f} us)",
+                cost <= 1.05,
+            )
+        )
     ours = _find(rows, "W4", OURS)
     if ours:
         extra = ours.extra
@@ -199,14 +210,14 @@ def format_table(rows: Sequence[Row], not_applicable: Sequence[tuple[str, str, s
     for row in rows:
         unit = WORKLOADS.get(row.workload, ("", ""))[1]
         lines.append(
-            f"| {row.workload} | {SPECS[row.server].label if row.server in SPECS else row.server} "
+            f"| {row.workload} | {ALL_SPECS[row.server].label if row.server in ALL_SPECS else row.server} "
             f"| {_number(row.value)} {unit} | {_short(row.value_min)}-{_short(row.value_max)} "
             f"| {_number(row.p50_us)} | {_number(row.p99_us)} "
             f"| {_number(row.ratio_to_best_peer, 2)} | {_number(row.server_cpu_us, 1)} "
             f"| {_number(row.driver_cpu_us, 1)} | {_number(row.machine_busy * 100)}% |"
         )
     for workload, server, reason in not_applicable:
-        lines.append(f"| {workload} | {SPECS[server].label} | n/a: {reason} | | | | | | | |")
+        lines.append(f"| {workload} | {ALL_SPECS[server].label} | n/a: {reason} | | | | | | | |")
     held = [row for row in rows if row.workload == "W4"]
     if held:
         lines += [
@@ -326,7 +337,7 @@ def chart(path: Path, rows: Sequence[Row], title: str, not_applicable: Sequence[
     for server in servers:
         drawn = [slot for slot in slots if slot.server == server and slot.ratio is not None]
         xs = [slot.x for slot in drawn]
-        label = SPECS[server].label
+        label = ALL_SPECS[server].label
         top.bar(xs, [slot.ratio for slot in drawn], width, label=label, color=colours[server])
         bottom.bar(
             xs,

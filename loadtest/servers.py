@@ -48,6 +48,12 @@ SPECS: dict[str, ServerSpec] = {
     )
 }
 PEERS = tuple(name for name in SPECS if name != OURS)
+OURS_METRICS = "upperecho+metrics"
+#: Our server run another way, for rows that compare it with itself (W2m); not a contender of its own.
+VARIANTS: dict[str, ServerSpec] = {
+    OURS_METRICS: ServerSpec(OURS_METRICS, "upperecho, metrics on", "server", ("-q", "--metrics", "127.0.0.1:0")),
+}
+ALL_SPECS: dict[str, ServerSpec] = {**SPECS, **VARIANTS}
 
 
 class LaunchError(RuntimeError):
@@ -87,7 +93,8 @@ class RunningServer:
                 if not match:
                     self.kill()
                     raise LaunchError(f"{self.spec.label}: first line gives no address: {first!r}")
-                self._address = (match.group(1), int(match.group(2)))
+                host = match.group(1).removeprefix("[").removesuffix("]")  # "[::1]:PORT" (O7)
+                self._address = (host, int(match.group(2)))
             elif self.proc.poll() is not None:
                 raise LaunchError(f"{self.spec.label} exited ({self.proc.returncode}): {self.stderr()[-500:]}")
             elif time.monotonic() > self._deadline:

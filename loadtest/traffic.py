@@ -32,7 +32,10 @@ SCHEMES = ("tcp", "tls")
 
 def parse_host(url: str | None) -> tuple[str, int]:
     """``tcp://HOST:PORT`` or ``tls://HOST:PORT`` (or ``HOST:PORT``, or ``HOST``) as ``(host, port)``;
-    127.0.0.1:5000 by default.  :func:`uses_tls` tells the two schemes apart."""
+    127.0.0.1:5000 by default.  :func:`uses_tls` tells the two schemes apart.
+
+    An IPv6 address goes in brackets, as in a URL: ``tcp://[::1]:5000``.
+    """
     if not url:
         url = DEFAULT_HOST
     if "://" not in url:
@@ -40,6 +43,8 @@ def parse_host(url: str | None) -> tuple[str, int]:
     parts = urlsplit(url)
     if parts.scheme not in SCHEMES:
         raise ValueError(f"--host must be tcp://HOST:PORT or tls://HOST:PORT, not {url!r}")
+    if parts.netloc.count(":") > 1 and not parts.netloc.startswith("["):
+        raise ValueError(f"--host: an IPv6 address goes in brackets (tcp://[::1]:5000), not {url!r}")
     try:
         port = parts.port
     except ValueError:

@@ -42,6 +42,14 @@ _BUSY_PER_SECOND = 1.0
 _FD_RESERVE = 64
 
 
+def dual_stack(sock: socket.socket) -> None:
+    """O7: an IPv6 socket also serves IPv4 clients (as ``::ffff:a.b.c.d``) where the OS allows it."""
+    try:
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+    except (OSError, AttributeError):
+        pass  # IPv6 only here: IPv4 clients need a server of their own
+
+
 class StartError(Exception):
     """The server cannot start (port in use, no permission, ...): one clear line."""
 
@@ -88,6 +96,8 @@ class Server:
         sock = socket.socket(family, kind, proto)
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                dual_stack(sock)
             sock.bind(address)
             sock.listen(min(4096, socket.SOMAXCONN * 32))
         except OSError as exc:
@@ -189,7 +199,7 @@ class Server:
             unlogged, self._busy_unlogged = self._busy_unlogged, 0
         if unlogged:
             log.warning(self.texts.busy_unlogged.format(count=unlogged))
-        log.warning(self.texts.busy.format(peer=peer))
+        log.warning(self.texts.busy.format(peer=peer), extra={"event": "refused", "peer": peer, "reason": "busy"})
 
     def accept_failed(self, exc: OSError) -> None:
         """Out of descriptors or memory (the worker pauses accepting): say so once until it recovers."""
@@ -202,7 +212,7 @@ class Server:
     # -- stop -----------------------------------------------------------------
 
     def _shutdown(self) -> int:
-        log.info(self.texts.shutting_down)
+        log.info(self.texts.shutting_down, extra={"event": "shutting_down"})
         for worker in self.workers:
             worker.request_stop()
         deadline = time.monotonic() + self.config.drain_timeout + 5.0
@@ -215,6 +225,6 @@ class Server:
             unlogged, self._busy_unlogged = self._busy_unlogged, 0
         if unlogged:
             log.warning(self.texts.busy_unlogged.format(count=unlogged))
-        log.info(self.texts.stopped)
+        log.info(self.texts.stopped, extra={"event": "stopped"})
         sys.stdout.flush()
         return 0

@@ -8,9 +8,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from server.logs import LEVELS
+from server.logs import FORMATS, LEVELS
 from server.messages import LANGS
-from server.options import ENV_PREFIX, Parser, UsageError, bounded, from_env, host, path
+from server.options import ENV_PREFIX, Parser, UsageError, bounded, from_env, host, host_port, path
 from statemachine.session import DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_LINE, FRAMINGS, Limits
 
 DEFAULT_HOST = "127.0.0.1"
@@ -45,6 +45,8 @@ class Config:
     tls_cert: str | None = None
     tls_key: str | None = None
     tls_handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT
+    metrics: tuple[str, int] | None = None
+    log_format: str = "text"
 
     @property
     def limits(self) -> Limits:
@@ -95,6 +97,8 @@ _OPTIONS: list[tuple[str, Callable[[str], Any], Any, str, Sequence[str] | None]]
         "seconds a client has to finish the TLS handshake (default %(default)s)",
         None,
     ),
+    ("log-format", str, "text", "console lines as text (default) or one JSON object per line", FORMATS),
+    ("metrics", host_port, None, "serve Prometheus metrics at http://HOST:PORT/metrics (default: off)", None),
 ]
 
 

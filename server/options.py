@@ -43,9 +43,23 @@ def bounded(kind: Callable[[str], Any], low: float, high: float | None = None) -
 
 
 def host(text: str) -> str:
-    if not text.strip():
+    """A host name or address; an IPv6 address may come in brackets (``[::1]``)."""
+    text = text.strip()
+    if text.startswith("[") and text.endswith("]"):
+        text = text[1:-1].strip()
+    if not text:
         raise argparse.ArgumentTypeError("must not be empty")
-    return text.strip()
+    return text
+
+
+def host_port(text: str) -> tuple[str, int]:
+    """``HOST:PORT``, with an IPv6 address in brackets (``[::1]:9100``); port 0 picks a free one."""
+    name, colon, port = text.strip().rpartition(":")
+    if not colon or not name or (":" in name and not (name.startswith("[") and name.endswith("]"))):
+        raise argparse.ArgumentTypeError(f"must be HOST:PORT (an IPv6 address in brackets), got {text!r}")
+    if not port.isdigit() or int(port) > 65535:
+        raise argparse.ArgumentTypeError(f"bad port in {text!r}")
+    return host(name), int(port)
 
 
 def path(text: str) -> str:

@@ -21,6 +21,7 @@ drives the handshake until it is done, fails, or passes its deadline.
 from __future__ import annotations
 
 import errno
+import functools
 import heapq
 import itertools
 import logging
@@ -31,6 +32,7 @@ import time
 from typing import TYPE_CHECKING
 
 from server.logs import LOGGER_NAME, escape
+from server.metrics import Counters
 from server.poller import ERROR as _ERROR
 from server.poller import READ as _READ
 from server.poller import WRITE as _WRITE
@@ -53,6 +55,8 @@ _ACCEPT_BATCH = 64
 # a moment (or until this worker frees a descriptor) instead of spinning.
 _EXHAUSTED = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
 _ACCEPT_PAUSE = 0.1
+# Session ids for the logs, unique in the process (next() on a count is atomic).
+_SESSION_IDS = itertools.count(1)
 
 log = logging.getLogger(LOGGER_NAME)
 
@@ -60,7 +64,20 @@ log = logging.getLogger(LOGGER_NAME)
 class Conn:
     """One socket owned by a worker; ``session`` is None for a refused (busy) socket."""
 
-    __slots__ = ("closing_since", "eof", "fd", "linger_until", "mask", "out", "peer", "session", "sock", "timer_at")
+    __slots__ = (
+        "closing_since",
+        "eof",
+        "fd",
+        "linger_until",
+        "mask",
+        "opened",
+        "out",
+        "peer",
+        "session",
+        "sid",
+        "sock",
+        "timer_at",
+    )
 
     def __init__(self, sock: socket.socket, peer: object, session: Session | None) -> None:
         self.sock: socket.socket | None = sock
@@ -73,6 +90,8 @@ class Conn:
         self.closing_since: float | None = None
         self.linger_until: float | None = None
         self.timer_at: float | None = None
+        self.opened = 0.0
+        self.sid: int | None = None
 
     def held_output(self) -> bool:
         """Output the worker's queue does not show but that waits for write readiness (TLS)."""
@@ -120,7 +139,11 @@ class Worker(threading.Thread):
         self._timers: list[tuple[float, int, Conn]] = []
         self._seq = itertools.count()
         self._log_info = log.isEnabledFor(logging.INFO)
-        self._on_message = self._log_message if self._log_info else None
+        #: this loop's counts for ``--metrics`` (None when off: nothing is counted)
+        self.counters = Counters() if server.config.metrics else None
+        # The text transcript is the seed's (S4): no reply line and no closed line for the
+        # disconnect word, whose request line says it all.  JSON logs are for machines: every event.
+        self._every_event = server.config.log_format == "json"
 
     # -- called from other threads --------------------------------------------
 
@@ -148,10 +171,14 @@ class Worker(threading.Thread):
         monotonic = time.monotonic
         readable = _READ | _ERROR
         writable = _WRITE | _ERROR
+        counters = self.counters
+        answered = 0
         try:
             while True:
                 events = poll(self._next_timeout())
                 now = monotonic()
+                if counters is not None:
+                    answered = counters.messages
                 for fd, mask in events:
                     conn = conns.get(fd)
                     if conn is None:
@@ -164,6 +191,8 @@ class Worker(threading.Thread):
                         self._on_readable(conn, now)
                     if mask & writable and (conn.out or conn.held_output()) and conn.sock is not None:
                         self._on_writable(conn, now)
+                if counters is not None and counters.messages != answered:
+                    counters.answered(counters.messages - answered, now)
                 if self._timers and self._timers[0][0] <= now:
                     self._run_timers(now)
                 if self._accept_resume_at is not None and now >= self._accept_resume_at:
@@ -217,6 +246,8 @@ class Worker(threading.Thread):
                     self._pause_accepting(exc, now)
                     return
                 continue  # the client gave up before we accepted (ECONNABORTED, ...)
+            if len(peer) > 2:  # IPv6: (host, port, flowinfo, scope_id)
+                peer = plain_peer(peer)
             self._adopt(sock, peer, admit(peer), now)
 
     def _pause_accepting(self, exc: OSError, now: float) -> None:
@@ -231,6 +262,8 @@ class Worker(threading.Thread):
     def _adopt(self, sock: socket.socket, peer: object, admitted: bool, now: float) -> None:
         sock.setblocking(False)
         if not admitted:  # L10: the busy line, then a lingering close; no session
+            if self.counters is not None:
+                self.counters.refuse("busy")
             conn = Conn(sock, peer, None)
             self.conns[conn.fd] = conn
             conn.linger_until = now + self.drain
@@ -247,16 +280,26 @@ class Worker(threading.Thread):
         if self.tls is not None:
             self._adopt_tls(sock, peer, now)
             return
-        conn = Conn(sock, peer, Session(self.limits, now, self._on_message))
-        self.conns[conn.fd] = conn
+        conn = self._open(Conn(sock, peer, None), now)
         if self._log_info:
-            log.info(self.texts.connected.format(peer=peer))
+            log.info(self.texts.connected.format(peer=peer), extra=_fields(conn, "connected"))
         self._interest(conn)
         deadline = conn.session.idle_deadline()
         if deadline is not None:
             self._schedule(conn, deadline)
         if self._stopping:
             self._shutdown_session(conn, now)
+
+    def _open(self, conn: Conn, now: float, start: str | None = None) -> Conn:
+        """Give ``conn`` its session (in ``start``, an entry state) and count it opened."""
+        hook = functools.partial(self._log_message, conn) if self._log_info else None
+        conn.session = Session(self.limits, now, hook, start=start)
+        conn.opened = now
+        conn.sid = next(_SESSION_IDS)
+        self.conns[conn.fd] = conn
+        if self.counters is not None:
+            self.counters.opened += 1
+        return conn
 
     # -- reading --------------------------------------------------------------
 
@@ -283,6 +326,7 @@ class Worker(threading.Thread):
         """Give the session what was read (``b""``: end of stream) and send its answer.
 
         Returns False when the connection is gone (a write error aborted it)."""
+        messages = session.messages
         if data:
             out = session.receive(data, now)
         else:
@@ -290,12 +334,18 @@ class Worker(threading.Thread):
             out = session.end_of_stream()
         if out:
             self._send(conn, out)
+        counters = self.counters
+        if counters is not None:
+            counters.bytes_in += len(data)
+            counters.messages += session.messages - messages
         return conn.sock is not None
 
-    def _log_message(self, text: str, reply: str) -> None:
-        log.info(self.texts.received.format(text=escape(text)))
-        if not is_disconnect(text):  # the seed logs the disconnect word's request instead (S4)
-            log.info(self.texts.replied.format(text=escape(reply)))
+    def _log_message(self, conn: Conn, text: str, reply: str) -> None:
+        shown = escape(text)
+        log.info(self.texts.received.format(text=shown), extra=_fields(conn, "received", text=shown))
+        if self._every_event or not is_disconnect(text):  # the transcript logs the word's request instead (S4)
+            shown = escape(reply)
+            log.info(self.texts.replied.format(text=shown), extra=_fields(conn, "replied", text=shown))
 
     # -- writing --------------------------------------------------------------
 
@@ -308,6 +358,8 @@ class Worker(threading.Thread):
             except OSError:
                 self._abort(conn)
                 return
+            if self.counters is not None:
+                self.counters.bytes_out += sent
             if sent == len(data):
                 return
             conn.out += memoryview(data)[sent:]
@@ -323,6 +375,8 @@ class Worker(threading.Thread):
         except OSError:
             self._abort(conn)
             return
+        if self.counters is not None:
+            self.counters.bytes_out += sent
         del conn.out[:sent]
         session = conn.session
         if not conn.out and (session is None or session.state == CLOSING):
@@ -356,7 +410,7 @@ class Worker(threading.Thread):
         if conn.closing_since is None:
             conn.closing_since = now
             if session.reason == "disconnect" and self._log_info:
-                log.info(self.texts.disconnect.format(peer=conn.peer))
+                log.info(self.texts.disconnect.format(peer=conn.peer), extra=_fields(conn, "disconnect"))
             self._schedule(conn, now + self.drain)
         if conn.out:
             self._interest(conn)
@@ -367,8 +421,10 @@ class Worker(threading.Thread):
         """All replies handed to the network: shut down sending, session CLOSED, linger."""
         conn.session.flushed()
         self.server.session_ended()
-        if self._log_info and conn.session.reason != "disconnect":  # already said, as the seed does (S4)
-            log.info(self.texts.closed_line(conn.peer, conn.session.reason))
+        if self.counters is not None:
+            self.counters.session_closed(conn.session.reason, now - conn.opened)
+        if self._log_info and (self._every_event or conn.session.reason != "disconnect"):  # said already (S4)
+            log.info(self.texts.closed_line(conn.peer, conn.session.reason), extra=_fields(conn, "closed"))
         self._linger(conn, now)
 
     def _linger(self, conn: Conn, now: float) -> None:
@@ -389,8 +445,10 @@ class Worker(threading.Thread):
         if session is not None and session.state != CLOSED:
             session.abort()
             self.server.session_ended()
+            if self.counters is not None:
+                self.counters.session_closed(session.reason, time.monotonic() - conn.opened)
             if self._log_info:
-                log.info(self.texts.closed_line(conn.peer, "abort"))
+                log.info(self.texts.closed_line(conn.peer, "abort"), extra=_fields(conn, "closed"))
         if conn.sock is not None:
             try:
                 conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET)
@@ -516,8 +574,7 @@ class Worker(threading.Thread):
 
     def _adopt_tls(self, sock: socket.socket, peer: object, now: float) -> None:
         """A TLS session starts in HANDSHAKE; it says nothing and logs nothing until the handshake ends."""
-        conn = TlsConn(self.tls.wrap(sock), peer, Session(self.limits, now, self._on_message, start=HANDSHAKE))
-        self.conns[conn.fd] = conn
+        conn = self._open(TlsConn(self.tls.wrap(sock), peer, None), now, HANDSHAKE)
         self._interest(conn)
         self._schedule(conn, conn.session.handshake_deadline())
 
@@ -536,7 +593,7 @@ class Worker(threading.Thread):
             return
         session.handshake_done(now)
         if self._log_info:
-            log.info(self.texts.connected.format(peer=conn.peer))
+            log.info(self.texts.connected.format(peer=conn.peer), extra=_fields(conn, "connected"))
         deadline = session.idle_deadline()
         if deadline is not None:
             self._schedule(conn, deadline)
@@ -556,6 +613,30 @@ class Worker(threading.Thread):
             session.handshake_failed()
         self.server.session_ended()
         self.server.refused("tls")
+        if self.counters is not None:
+            self.counters.refuse("tls")
+            self.counters.session_closed(session.reason, time.monotonic() - conn.opened)
         if self._log_info:
-            log.info(self.texts.tls_failed.format(peer=conn.peer, reason=why))
+            log.info(self.texts.tls_failed.format(peer=conn.peer, reason=why), extra=_fields(conn, "tls_failed"))
         self._close(conn)
+
+
+def plain_peer(peer: tuple) -> tuple[str, int]:
+    """An IPv6 peer as ``(host, port)`` like an IPv4 one; an IPv4 client of a dual-stack socket by its IPv4 address."""
+    host = peer[0]
+    if host.startswith("::ffff:") and "." in host:
+        host = host[7:]
+    return (host, peer[1])
+
+
+def _fields(conn: Conn, event: str, **more: str) -> dict[str, object]:
+    """The structured fields of a log line about ``conn`` (``--log-format json``)."""
+    session = conn.session
+    return {
+        "event": event,
+        "peer": conn.peer,
+        "session": conn.sid,
+        "state": session.state if session is not None else None,
+        "reason": session.reason if session is not None else None,
+        **more,
+    }

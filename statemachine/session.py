@@ -72,12 +72,13 @@ class Session(SessionModel):
     """The protocol state of one connection.
 
     ``reason`` names the trigger that moved the session to CLOSING or CLOSED.
+    ``messages`` counts the messages answered (for the server's metrics).
     ``on_message`` (optional) sees every message and its reply, for logging.
     ``start`` is an entry state: CONNECTED, or HANDSHAKE when TLS comes first;
     in HANDSHAKE, ``last_input`` is when the connection was accepted.
     """
 
-    __slots__ = ("_framer", "_held", "_terminator", "eof", "last_input", "limits", "on_message", "reason")
+    __slots__ = ("_framer", "_held", "_terminator", "eof", "last_input", "limits", "messages", "on_message", "reason")
 
     def __init__(
         self, limits: Limits, now: float, on_message: MessageHook | None = None, start: str | None = None
@@ -87,6 +88,7 @@ class Session(SessionModel):
         self.on_message = on_message
         self.last_input = now
         self.reason: str | None = None
+        self.messages = 0
         self.eof = False
         self._terminator = LF
         self._framer = LineFramer(limits.max_line) if limits.framing == LINE else None
@@ -213,6 +215,7 @@ class Session(SessionModel):
             else:
                 if not may_hold_disconnect(text):
                     fire(self, "message")
+                    self.messages += block.count(LF)
                     self._terminator = CRLF if block.endswith(CRLF) else LF
                     return text.upper().encode()
         out = []
@@ -226,6 +229,7 @@ class Session(SessionModel):
         """One message; ``terminator`` is b"" for the unterminated tail (L7)."""
         if terminator:
             self._terminator = terminator
+        self.messages += 1
         try:
             text = line.decode()
         except UnicodeDecodeError:

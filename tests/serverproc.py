@@ -65,7 +65,7 @@ class ServerProcess:
         if not match:
             self.kill()
             raise RuntimeError(f"server's first line does not give an address: {first!r}")
-        self.host = match.group(1)
+        self.host = match.group(1).removeprefix("[").removesuffix("]")  # "[::1]:PORT" (O7)
         self.port = int(match.group(2))
 
     @property

@@ -6,7 +6,7 @@ import signal
 import socket
 import sys
 
-from loadtest.peers.common import BACKLOG, announce, answer, parse_args
+from loadtest.peers.common import BACKLOG, announce, answer, family, parse_args
 
 
 def serve(conn: socket.socket) -> None:
@@ -32,7 +32,7 @@ def serve(conn: socket.socket) -> None:
 def main() -> None:
     args = parse_args(__doc__)
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
-    with socket.create_server((args.host, args.port), backlog=BACKLOG) as listener:
+    with socket.create_server((args.host, args.port), family=family(args.host), backlog=BACKLOG) as listener:
         announce("P4 blocking seed", listener.getsockname())
         try:
             while True:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import signal
+import socket
 from collections.abc import Awaitable, Callable
 
 from statemachine.text import is_disconnect
@@ -26,9 +27,15 @@ def parse_args(description: str) -> argparse.Namespace:
     return parser.parse_args()
 
 
+def family(host: str) -> socket.AddressFamily:
+    """IPv6 for an IPv6 address (O7), else IPv4: the stdlib servers default to IPv4."""
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
+
+
 def announce(name: str, address: tuple) -> None:
     """The first stdout line names the address, as our server's does, so launchers can read it back."""
-    print(f"{name} listening on {address[0]}:{address[1]}", flush=True)
+    host = f"[{address[0]}]" if ":" in address[0] else address[0]
+    print(f"{name} listening on {host}:{address[1]}", flush=True)
 
 
 async def serve_until_signalled(

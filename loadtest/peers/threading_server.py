@@ -6,7 +6,7 @@ import signal
 import socketserver
 import sys
 
-from loadtest.peers.common import BACKLOG, announce, answer, parse_args
+from loadtest.peers.common import BACKLOG, announce, answer, family, parse_args
 
 
 class LineHandler(socketserver.StreamRequestHandler):
@@ -33,6 +33,7 @@ class Server(socketserver.ThreadingTCPServer):
 def main() -> None:
     args = parse_args(__doc__)
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
+    Server.address_family = family(args.host)
     with Server((args.host, args.port), LineHandler) as server:
         announce("P3 ThreadingTCPServer", server.server_address)
         try:

@@ -12,7 +12,7 @@ import pytest
 
 from loadtest import driver, report
 from loadtest.bench import parse_args
-from loadtest.servers import OURS, PEERS, SPECS, RunningServer, ServerSpec
+from loadtest.servers import OURS, OURS_METRICS, PEERS, SPECS, RunningServer, ServerSpec
 from tests.serverproc import ROOT
 
 CARELESS = ServerSpec("careless", "careless peer", "tests.loadtest.careless_peer")
@@ -39,18 +39,25 @@ def test_quick_bench_writes_a_table_json_and_chart_with_numbers_in_every_row(tmp
         (w, s) for w in report.WORKLOADS for s in (OURS, *PEERS) if (s in tls) == w.startswith("W8") or s == OURS
     }
     assert "P1tls" in tls and len(tls) == 2
-    assert set(rows) == expected - {("W2", "P4"), ("W4", "P4")}
+    expected = expected - {("W2", "P4"), ("W4", "P4")}
+    expected = expected - {("W2m", peer) for peer in PEERS} | {("W2m", OURS_METRICS)}  # ours beside ours
+    assert set(rows) == expected
     for (workload, _), row in rows.items():
         assert row["value"] > 0
-        numbers = [row["ratio_to_best_peer"], row["server_cpu_us"], row["driver_cpu_us"], row["machine_busy"]]
+        numbers = [row["server_cpu_us"], row["driver_cpu_us"], row["machine_busy"]]
+        if workload != "W2m":  # no peer there
+            numbers.append(row["ratio_to_best_peer"])
         if workload != "W5":  # one pipelined burst has no per-reply latency
             numbers += [row["p50_us"], row["p99_us"]]
         assert all(math.isfinite(n) and n >= 0 for n in numbers), row
     assert {(n["workload"], n["server"]) for n in document["not_applicable"]} == (
-        {(w, s) for w in report.WORKLOADS for s in (OURS, *PEERS)} - expected
-    ) | {("W2", "P4"), ("W4", "P4")}
+        {(w, s) for w in report.WORKLOADS if w != "W2m" for s in (OURS, *PEERS)} - expected
+    ) | {("W2", "P4"), ("W4", "P4")}  # W2m has no peers to leave out: ours beside ours
     assert rows[("W4", OURS)]["extra"]["held"] > 0
-    assert {check["demand"] for check in document["demand"]} >= {"W4 RSS per held connection <= 16 KiB"}
+    assert {check["demand"] for check in document["demand"]} >= {
+        "W4 RSS per held connection <= 16 KiB",
+        "W2m server CPU per reply with metrics on <= 1.05x off (O4)",
+    }
     assert (tmp_path / "bench.png").read_bytes().startswith(b"\x89PNG")
 
 
@@ -133,6 +140,22 @@ def test_demand_checks_say_which_lines_fall_short():
     assert "W1 round trips/s >= 1x P3" not in checks  # no P3 row: nothing to compare
 
 
+def test_w2m_compares_metrics_on_with_off_and_is_no_peer():
+    samples = [
+        _sample("W2m", OURS, 1000.0, cpu=10.0),
+        _sample("W2m", OURS_METRICS, 990.0, cpu=10.4),
+        _sample("W2", OURS, 1000.0),
+        _sample("W2", "P1", 500.0),
+    ]
+    rows = report.summarize(samples)
+    check = next(c for c in report.check_demand(rows) if c.demand.startswith("W2m"))
+    assert check.met and check.measured.startswith("1.040x")
+    too_dear = report.check_demand(report.summarize([*samples, _sample("W2m", OURS_METRICS, 990.0, cpu=12.0)]))
+    assert not next(c for c in too_dear if c.demand.startswith("W2m")).met  # median 11.2 us: 1.12x
+    assert report.best_peer(rows, "W2m") is None
+    assert "| W2m | upperecho, metrics on | 990 replies/s |" in report.format_table(rows)
+
+
 def test_table_has_a_row_per_server_and_says_why_one_is_missing():
     rows = report.summarize([_sample("W2", OURS, 1_500_000.0), _sample("W2", "P1", 900.0)])
     table = report.format_table(rows, [("W2", "P4", "serves one client at a time")])
@@ -187,8 +210,8 @@ def test_chart_of_the_committed_run_has_a_visible_bar_or_an_n_a_mark_in_every_sl
         else:
             assert slot.ratio > 0 and slot.cpu_drawn >= report.CPU_FLOOR_US, slot
     text = report.caption(workloads, skipped)
-    for workload, (what, _) in report.WORKLOADS.items():
-        assert f"{workload}: {what}" in text  # the chart says what W1-W5 are
+    for workload in workloads:
+        assert f"{workload}: {report.WORKLOADS[workload][0]}" in text  # the chart says what each workload is
     assert "n/a: the server does not run that workload (serves one client at a time)" in text
 
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
 
-from statemachine import framing, machine, session, text
+from statemachine import framing, machine, proxy, session, text
 
 # -- table mutants ---------------------------------------------------------------
 
@@ -249,5 +249,63 @@ SOURCE_MUTANTS = [
         "R2",
         lambda: session_with([('return self._reply_line(data, b"")', "return self._reply_line(data, LF)")]),
         frozenset({"raw_split_characters_wait", "raw_reads_are_messages"}),
+    ),
+]
+
+
+def proxy_with(replacements: list[tuple[str, str]]) -> ModuleType:
+    """A mutant of statemachine.proxy, the PROXY header parser."""
+    return mutated_module(proxy, replacements)
+
+
+_SPLIT, _TRUNCATED, _CORRUPTED = "proxy_split_invariance", "proxy_truncations_rejected", "proxy_corruptions_rejected"
+
+PROXY_MUTANTS = [
+    SourceMutant(
+        "v1 numbers with leading zeros",
+        "O2",
+        lambda: proxy_with([('(text == "0" or text[0] != "0")', "True")]),
+        frozenset({_CORRUPTED}),
+    ),
+    SourceMutant(
+        "v1 line ended by LF alone",
+        "O2",
+        lambda: proxy_with([("if i == 0 or line[i - 1] != 0x0D:", "if False:")]),
+        frozenset({_CORRUPTED}),
+    ),
+    SourceMutant(
+        "v1 lines up to 200 bytes",
+        "O2",
+        lambda: proxy_with([("V1_MAX = 107", "V1_MAX = 200")]),
+        frozenset({_CORRUPTED}),
+    ),
+    SourceMutant(
+        "v2 TLVs not checked",
+        "O2",
+        lambda: proxy_with([("    _check_tlvs(block[2 * size + 4 :])\n", "")]),
+        frozenset({_CORRUPTED}),
+    ),
+    SourceMutant(
+        "v2 any version", "O2", lambda: proxy_with([("if held[12] >> 4 != 2:", "if False:")]), frozenset({_CORRUPTED})
+    ),
+    SourceMutant(
+        "v2 length not capped",
+        "O2",
+        lambda: proxy_with([("if length > V2_MAX_LENGTH:", "if False:")]),
+        frozenset({_CORRUPTED}),
+    ),
+    SourceMutant(
+        "leftover loses a byte",
+        "O2",
+        lambda: proxy_with([("self.leftover = held[end:]", "self.leftover = held[end + 1 :]")]),
+        frozenset({_SPLIT, _CORRUPTED}),
+    ),
+    SourceMutant(
+        "a cut header is accepted at end of stream",
+        "O2",
+        lambda: proxy_with(
+            [('        raise ProxyRejected("end of stream inside the PROXY header")', "        return")]
+        ),
+        frozenset({_TRUNCATED, _CORRUPTED}),
     ),
 ]

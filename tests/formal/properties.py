@@ -23,6 +23,7 @@ from tests.formal.strategies import (
     disconnect_variants,
     line_streams,
     near_misses,
+    proxy_headers,
     spaces,
 )
 
@@ -220,5 +221,105 @@ def raw_split_characters_wait(core: ModuleType, max_examples: int = 400, shrink:
         out = feed(session, pieces, reference.EOF)
         assert out == text.upper().encode()
         assert session.reason == "end_of_stream"
+
+    return prop
+
+
+# -- the PROXY protocol header (O2): the parser, then the session's header phase ----------
+
+_accepts = st.sampled_from(["any", "v1", "v2"])
+
+
+def parse_outcome(proxy: ModuleType, pieces: list[bytes], accepts: str) -> tuple[reference.ProxyFields, bytes] | str:
+    """Feed ``pieces`` read by read, then end the stream: the header and every byte after it, or REJECTED."""
+    parser = proxy.ProxyParser(accepts)
+    try:
+        for i, piece in enumerate(pieces):
+            header = parser.feed(piece)
+            if header is not None:
+                return reference.proxy_fields(header), parser.leftover + b"".join(pieces[i + 1 :])
+        parser.finish()
+    except proxy.ProxyRejected as exc:
+        assert exc.reason, "a rejection says why"
+        return reference.REJECTED
+    raise AssertionError("finish() accepted an incomplete header")
+
+
+def _fits(header: bytes, accepts: str) -> bool:
+    return accepts == "any" or (accepts == "v1") == header.startswith(b"PROXY")
+
+
+def proxy_split_invariance(proxy: ModuleType, max_examples: int = 400, shrink: bool = True) -> Property:
+    """Any split of a valid header (and what follows it) gives the reference's header and the same leftover."""
+
+    @deterministic(max_examples, shrink)
+    @given(data=st.data(), header=proxy_headers(), after=st.binary(max_size=24), accepts=_accepts)
+    def prop(data: st.DataObject, header: bytes, after: bytes, accepts: str) -> None:
+        stream = header + after
+        expected = reference.proxy_header(stream, accepts)
+        if _fits(header, accepts):
+            assert expected != reference.REJECTED and expected[1] == after, "the generator made a bad header"
+        else:
+            assert expected == reference.REJECTED
+        assert parse_outcome(proxy, [stream], accepts) == expected
+        assert parse_outcome(proxy, data.draw(cuts(stream), label="reads"), accepts) == expected
+
+    return prop
+
+
+def proxy_truncations_rejected(proxy: ModuleType, max_examples: int = 200, shrink: bool = True) -> Property:
+    """Every strict prefix of a valid header, read whole or a byte at a time, then the end of stream: rejected."""
+
+    @deterministic(max_examples, shrink)
+    @given(header=proxy_headers())
+    def prop(header: bytes) -> None:
+        for size in range(len(header)):
+            prefix = header[:size]
+            assert parse_outcome(proxy, [prefix], "any") == reference.REJECTED, f"accepted {prefix!r}"
+            assert parse_outcome(proxy, [bytes([b]) for b in prefix], "any") == reference.REJECTED
+
+    return prop
+
+
+#: Bytes a corruption puts in: mostly the ones a header is made of, so that it can look valid.
+_header_bytes = st.one_of(st.sampled_from(b"0123456789abcdefABCDEF.: \r\n\x00\x11\x21"), st.integers(0, 255))
+
+
+@st.composite
+def _corrupted(draw: st.DrawFn) -> tuple[bytes, bytes, bool]:
+    """A valid header with one byte replaced, dropped or added; True when that byte is one the
+    format fixes (v1: "PROXY ", the separators, CRLF; v2: the signature), so the result must be a rejection."""
+    header = draw(proxy_headers())
+    at = draw(st.integers(0, len(header) - 1))
+    edit = draw(st.sampled_from(["replace", "drop", "insert"]))
+    if header.startswith(b"PROXY"):
+        tcp = not header.startswith(b"PROXY UNKNOWN")
+        line_end = len(header) - 2
+        fixed = at < 6 or at >= line_end or (tcp and header[at] == 0x20)
+    else:
+        fixed = at < 12
+    if edit == "replace":
+        byte = draw(_header_bytes.filter(lambda b: b != header[at]))
+        return header[:at] + bytes([byte]) + header[at + 1 :], header, fixed
+    if edit == "drop":
+        return header[:at] + header[at + 1 :], header, fixed
+    byte = draw(_header_bytes)
+    return header[:at] + bytes([byte]) + header[at:], header, fixed and edit == "insert" and at < 6
+
+
+def proxy_corruptions_rejected(proxy: ModuleType, max_examples: int = 800, shrink: bool = True) -> Property:
+    """A corrupted header is rejected, or read exactly as the reference reads those bytes; a corrupted
+    fixed byte is always rejected.  Never a header with other data, never its bytes left as input."""
+
+    @deterministic(max_examples, shrink)
+    @given(data=st.data(), corrupted=_corrupted(), after=st.sampled_from([b"", b"hola\n", b"\r\n", b"\n\n"]))
+    def prop(data: st.DataObject, corrupted: tuple[bytes, bytes, bool], after: bytes) -> None:
+        header, _, fixed = corrupted
+        stream = header + after
+        expected = reference.proxy_header(stream, "any")
+        if fixed:
+            assert expected == reference.REJECTED, "the reference accepts a broken fixed byte"
+        assert parse_outcome(proxy, [stream], "any") == expected
+        assert parse_outcome(proxy, data.draw(cuts(stream), label="reads"), "any") == expected
 
     return prop

@@ -36,10 +36,13 @@ CONNECTED = "CONNECTED"
 ECHOING = "ECHOING"
 CLOSING = "CLOSING"
 CLOSED = "CLOSED"
+PROXY_HEADER = "PROXY_HEADER"  # O2: waiting for the load balancer's PROXY protocol header
 
-STATES: list[str] = [CONNECTED, ECHOING, CLOSING, CLOSED]
+STATES: list[str] = [CONNECTED, ECHOING, CLOSING, CLOSED, PROXY_HEADER]
 INITIAL = CONNECTED
 FINAL = CLOSED
+#: The states a session may start in: INITIAL, then each phase a server option puts before it.
+ENTRY_STATES: list[str] = [INITIAL, PROXY_HEADER]
 
 _OPEN = [CONNECTED, ECHOING]
 
@@ -51,7 +54,9 @@ TRANSITIONS: list[dict[str, Any]] = [
     {"trigger": "idle_timeout", "source": _OPEN, "dest": CLOSING},
     {"trigger": "shutdown", "source": _OPEN, "dest": CLOSING},
     {"trigger": "flushed", "source": CLOSING, "dest": CLOSED},
-    {"trigger": "abort", "source": [CONNECTED, ECHOING, CLOSING], "dest": CLOSED},
+    {"trigger": "abort", "source": [CONNECTED, ECHOING, CLOSING, PROXY_HEADER], "dest": CLOSED},
+    {"trigger": "proxy_header", "source": PROXY_HEADER, "dest": CONNECTED},
+    {"trigger": "proxy_rejected", "source": PROXY_HEADER, "dest": CLOSED},
 ]
 
 MACHINE_KWARGS: dict[str, Any] = {
@@ -104,12 +109,16 @@ _EVENTS = MACHINE.events
 
 
 class SessionModel:
-    """A model of the shared machine: one attribute, ``state``."""
+    """A model of the shared machine: one attribute, ``state``; ``start`` is one of ``ENTRY_STATES``."""
 
     __slots__ = ("state",)
 
-    def __init__(self) -> None:
-        self.state = INITIAL
+    def __init__(self, start: str | None = None) -> None:
+        if start is None:
+            start = INITIAL
+        elif start not in ENTRY_STATES:
+            raise ValueError(f"a session cannot start in {start}; it starts in one of {ENTRY_STATES}")
+        self.state = start
 
 
 def fire(model: SessionModel, trigger: str) -> None:
@@ -126,13 +135,16 @@ def fire(model: SessionModel, trigger: str) -> None:
 
 
 def mermaid() -> str:
-    """The machine drawn by ``transitions`` as a Mermaid state diagram."""
+    """The machine drawn by ``transitions`` as a Mermaid state diagram, with an arrow into every entry state."""
     from transitions.extensions import GraphMachine
 
     drawing = GraphMachine(
         **MACHINE_KWARGS, graph_engine="mermaid", title="upperecho session", show_state_attributes=False
     )
-    return drawing.get_graph().draw(None)
+    text = drawing.get_graph().draw(None)
+    initial = f"  [*] --> {INITIAL}"
+    entries = "".join(f"\n  [*] --> {state}" for state in ENTRY_STATES if state != INITIAL)
+    return text.replace(initial, initial + entries, 1)
 
 
 __all__ = [
@@ -140,11 +152,13 @@ __all__ = [
     "CLOSING",
     "CONNECTED",
     "ECHOING",
+    "ENTRY_STATES",
     "FINAL",
     "INITIAL",
     "MACHINE",
     "MachineError",
     "PLAIN",
+    "PROXY_HEADER",
     "STATES",
     "SessionModel",
     "TRANSITIONS",

@@ -9,6 +9,15 @@ reads a clock, opens a socket or starts a thread.
 The server's duties that follow from a state: in CLOSING it sends what it
 holds, then calls :meth:`Session.flushed`; on a reset or a write error it calls
 :meth:`Session.abort`.
+
+With the PROXY protocol on (O2) a session starts in PROXY_HEADER: its input
+goes to a :class:`~statemachine.proxy.ProxyParser` until the load balancer's
+header is complete (``proxy_header``, then the bytes after it are the client's
+first input, in the same call) or refused (``proxy_rejected``: CLOSED at once).
+Nothing is ever answered in PROXY_HEADER: every input there returns ``b""``,
+so no client can make the server speak before a valid header.  The header must
+be complete within ``proxy_timeout`` of the session's start; the server asks
+with :meth:`Session.check_header`, as it does for the idle time.
 """
 
 from __future__ import annotations
@@ -17,7 +26,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from statemachine.framing import CRLF, LF, LineFramer, LineTooLong, split_block
-from statemachine.machine import CLOSED, CLOSING, CONNECTED, ECHOING, SessionModel, fire
+from statemachine.machine import CLOSED, CLOSING, CONNECTED, ECHOING, PROXY_HEADER, SessionModel, fire
+from statemachine.proxy import ACCEPTS, ProxyHeader, ProxyParser, ProxyRejected
 from statemachine.text import incomplete_tail, is_disconnect, may_hold_disconnect
 
 LINE = "line"
@@ -26,6 +36,9 @@ FRAMINGS = (LINE, RAW)
 
 DEFAULT_MAX_LINE = 65536
 DEFAULT_IDLE_TIMEOUT = 300.0
+PROXY_OFF = "off"
+PROXY_MODES = (PROXY_OFF, *ACCEPTS)
+DEFAULT_PROXY_TIMEOUT = 5.0
 
 ERROR_INVALID_UTF8 = "error: invalid utf-8"
 ERROR_IDLE = "error: idle timeout"
@@ -51,6 +64,8 @@ class Limits:
     framing: str = LINE
     max_line: int = DEFAULT_MAX_LINE
     idle_timeout: float = DEFAULT_IDLE_TIMEOUT  # seconds; 0 turns it off
+    proxy: str = PROXY_OFF  # O2: which PROXY protocol header a session must start with
+    proxy_timeout: float = DEFAULT_PROXY_TIMEOUT  # seconds for the whole header
 
     def __post_init__(self) -> None:
         if self.framing not in FRAMINGS:
@@ -59,6 +74,10 @@ class Limits:
             raise ValueError("max_line must be at least 1")
         if self.idle_timeout < 0:
             raise ValueError("idle_timeout must not be negative")
+        if self.proxy not in PROXY_MODES:
+            raise ValueError(f"proxy must be one of {', '.join(PROXY_MODES)}")
+        if not self.proxy_timeout > 0:
+            raise ValueError("proxy_timeout must be positive")
 
 
 class Session(SessionModel):
@@ -66,12 +85,30 @@ class Session(SessionModel):
 
     ``reason`` names the trigger that moved the session to CLOSING or CLOSED.
     ``on_message`` (optional) sees every message and its reply, for logging.
+    ``header`` is the PROXY header once read; ``proxy_error`` says in words why
+    one was refused.
     """
 
-    __slots__ = ("_framer", "_held", "_terminator", "eof", "last_input", "limits", "on_message", "reason")
+    __slots__ = (
+        "_framer",
+        "_held",
+        "_proxy",
+        "_terminator",
+        "eof",
+        "header",
+        "last_input",
+        "limits",
+        "on_message",
+        "proxy_error",
+        "reason",
+    )
 
     def __init__(self, limits: Limits, now: float, on_message: MessageHook | None = None) -> None:
-        super().__init__()
+        proxied = limits.proxy != PROXY_OFF
+        super().__init__(PROXY_HEADER if proxied else None)
+        self._proxy = ProxyParser(limits.proxy) if proxied else None
+        self.header: ProxyHeader | None = None
+        self.proxy_error: str | None = None
         self.limits = limits
         self.on_message = on_message
         self.last_input = now
@@ -95,13 +132,32 @@ class Session(SessionModel):
             return None
         return self.last_input + timeout
 
+    @property
+    def awaiting_header(self) -> bool:
+        """True in PROXY_HEADER: the input is the load balancer's, not yet the client's."""
+        return self.state == PROXY_HEADER
+
+    @property
+    def client_address(self) -> tuple[str, int] | None:
+        """The client's address from the PROXY header; None without one or when it names none."""
+        return self.header.source if self.header is not None else None
+
+    def header_deadline(self) -> float | None:
+        """When the PROXY header must be complete (O2); None once it is, or without PROXY."""
+        if self.state != PROXY_HEADER:
+            return None
+        return self.last_input + self.limits.proxy_timeout  # last_input stays the start until the header
+
     # -- inputs ---------------------------------------------------------------
 
     def receive(self, data: bytes, now: float) -> bytes:
         """Bytes read from the client; returns the replies to send."""
-        self.last_input = now
         if self.state not in _OPEN_STATES or not data:
+            if self.state == PROXY_HEADER:
+                return self._receive_header(data, now) if data else b""
+            self.last_input = now
             return b""  # CLOSING and CLOSED discard input
+        self.last_input = now
         if self._framer is None:
             return self._receive_raw(data)
         try:
@@ -116,6 +172,12 @@ class Session(SessionModel):
     def end_of_stream(self) -> bytes:
         """The client half-closed (L7): answer the unterminated tail, then close."""
         self.eof = True
+        if self.state == PROXY_HEADER:
+            try:
+                self._proxy.finish()
+            except ProxyRejected as exc:
+                self._reject_header(exc.reason)
+            return b""
         if not self.is_open:
             return b""
         if self._framer is None:
@@ -140,8 +202,17 @@ class Session(SessionModel):
             return b""
         return self._close("idle_timeout", ERROR_IDLE)
 
+    def check_header(self, now: float) -> None:
+        """Call when the header deadline may have passed: refuses the session if it has."""
+        deadline = self.header_deadline()
+        if deadline is not None and now >= deadline:
+            self._reject_header(f"no complete PROXY header within {self.limits.proxy_timeout:g} s")
+
     def shutdown(self) -> bytes:
         """The server is stopping (L11): drop the partial line, send the notice."""
+        if self.state == PROXY_HEADER:
+            self._reject_header("the server is shutting down")
+            return b""
         if not self.is_open:
             return b""
         if self._framer is not None:
@@ -157,9 +228,32 @@ class Session(SessionModel):
         """Reset, write error or drain time exceeded: the session ends now."""
         if self.state == CLOSED:
             return
-        if self.is_open:
+        if self.state != CLOSING:
             self.reason = "abort"
         fire(self, "abort")
+
+    # -- the PROXY header (O2) --------------------------------------------------
+
+    def _receive_header(self, data: bytes, now: float) -> bytes:
+        try:
+            header = self._proxy.feed(data)
+        except ProxyRejected as exc:
+            self._reject_header(exc.reason)
+            return b""
+        if header is None:
+            return b""
+        rest = self._proxy.leftover
+        self._proxy = None
+        self.header = header
+        self.last_input = now
+        fire(self, "proxy_header")
+        return self.receive(rest, now) if rest else b""
+
+    def _reject_header(self, why: str) -> None:
+        self._proxy = None
+        self.proxy_error = why
+        self.reason = "proxy_rejected"
+        fire(self, "proxy_rejected")
 
     # -- line framing ---------------------------------------------------------
 
@@ -232,6 +326,7 @@ __all__ = [
     "CLOSED",
     "CLOSING",
     "CONNECTED",
+    "DEFAULT_PROXY_TIMEOUT",
     "ECHOING",
     "ERROR_BUSY",
     "ERROR_IDLE",
@@ -240,6 +335,9 @@ __all__ = [
     "FRAMINGS",
     "LINE",
     "Limits",
+    "PROXY_HEADER",
+    "PROXY_MODES",
+    "PROXY_OFF",
     "RAW",
     "Session",
     "error_too_long",

@@ -99,6 +99,13 @@ TABLE_MUTANTS = [
     TableMutant("CLOSED is left: message reopens", _add("message", "CLOSED", "ECHOING"), _ALL | {GRAPH}),
     TableMutant("initial state ECHOING", _set("initial", "ECHOING"), _ALL | {GRAPH}),
     TableMutant("automatic to_<state> triggers", _set("auto_transitions", True), _ALL | {GRAPH}),
+    TableMutant("proxy_header -> ECHOING", _redirect("proxy_header", "ECHOING"), _ALL),
+    TableMutant(
+        "proxy_rejected -> CLOSING (a refused header is answered)", _redirect("proxy_rejected", "CLOSING"), _ALL
+    ),
+    TableMutant("abort no longer leaves PROXY_HEADER", _sources("abort", ["CONNECTED", "ECHOING", "CLOSING"]), _ALL),
+    TableMutant("drop proxy_header (no way into the session)", _drop("proxy_header"), _ALL),
+    TableMutant("message accepted in PROXY_HEADER", _add("message", "PROXY_HEADER", "ECHOING"), _ALL),
 ]
 
 
@@ -249,6 +256,26 @@ SOURCE_MUTANTS = [
         "R2",
         lambda: session_with([('return self._reply_line(data, b"")', "return self._reply_line(data, LF)")]),
         frozenset({"raw_split_characters_wait", "raw_reads_are_messages"}),
+    ),
+    SourceMutant(
+        "the bytes after the PROXY header are lost",
+        "O2",
+        lambda: session_with([('return self.receive(rest, now) if rest else b""', 'return b""')]),
+        frozenset({"proxy_session_phase"}),
+    ),
+    SourceMutant(
+        "no PROXY header: the input is read as messages (a server that guesses)",
+        "O2",
+        lambda: session_with(
+            [
+                (
+                    'self._reject_header(exc.reason)\n            return b""\n        if header is None:',
+                    "self._proxy = None\n            self.state = CONNECTED\n            return self.receive(data, now)"
+                    "\n        if header is None:",
+                )
+            ]
+        ),
+        frozenset({"proxy_session_phase"}),
     ),
 ]
 

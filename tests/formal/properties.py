@@ -9,6 +9,7 @@ expects them to fail, which is how we know they bite.
 from __future__ import annotations
 
 import re
+import struct
 from collections.abc import Callable, Iterable
 from types import ModuleType
 
@@ -285,13 +286,34 @@ def proxy_truncations_rejected(proxy: ModuleType, max_examples: int = 200, shrin
 _header_bytes = st.one_of(st.sampled_from(b"0123456789abcdefABCDEF.: \r\n\x00\x11\x21"), st.integers(0, 255))
 
 
+def _v1_number_starts(header: bytes) -> list[int]:
+    """Where the IPv4 numbers and the ports of a TCP4/TCP6 line begin."""
+    if not header.startswith((b"PROXY TCP4 ", b"PROXY TCP6 ")):
+        return []
+    fields = header[:-2].split(b" ")
+    starts, at = [], 0
+    for index, field in enumerate(fields):
+        if index >= 4 or (index >= 2 and header.startswith(b"PROXY TCP4")):
+            starts.extend(at + i for i, part in enumerate(field) if i == 0 or field[i - 1] == ord("."))
+        at += len(field) + 1
+    return starts
+
+
 @st.composite
 def _corrupted(draw: st.DrawFn) -> tuple[bytes, bytes, bool]:
-    """A valid header with one byte replaced, dropped or added; True when that byte is one the
-    format fixes (v1: "PROXY ", the separators, CRLF; v2: the signature), so the result must be a rejection."""
+    """A valid header with one byte replaced, dropped or added, or one of the breaks the format
+    names (a leading zero in a v1 number, a v1 line ended by LF alone or over 107 bytes, a v2
+    version other than 2, a v2 length over the cap, a TLV cut short).  The flag is True when
+    the result must be a rejection: a named break, or a fixed byte changed (v1: "PROXY ",
+    the separators, CRLF; v2: the signature)."""
     header = draw(proxy_headers())
+    edit = draw(st.sampled_from(["replace", "drop", "insert"] * 2 + ["named"]))
+    if edit == "named":
+        broken = [b for b in _named_breaks(draw, header) if b is not None]
+        if broken:
+            return draw(st.sampled_from(broken)), header, True
+        edit = "insert"
     at = draw(st.integers(0, len(header) - 1))
-    edit = draw(st.sampled_from(["replace", "drop", "insert"]))
     if header.startswith(b"PROXY"):
         tcp = not header.startswith(b"PROXY UNKNOWN")
         line_end = len(header) - 2
@@ -304,7 +326,28 @@ def _corrupted(draw: st.DrawFn) -> tuple[bytes, bytes, bool]:
     if edit == "drop":
         return header[:at] + header[at + 1 :], header, fixed
     byte = draw(_header_bytes)
-    return header[:at] + bytes([byte]) + header[at:], header, fixed and edit == "insert" and at < 6
+    return header[:at] + bytes([byte]) + header[at:], header, fixed and at < 6
+
+
+def _named_breaks(draw: st.DrawFn, header: bytes) -> list[bytes | None]:
+    if header.startswith(b"PROXY"):
+        starts = _v1_number_starts(header)
+        zero = draw(st.sampled_from(starts)) if starts else None
+        return [
+            header[:zero] + b"0" + header[zero:] if zero is not None else None,
+            header[:-2] + b"\n",
+            b"PROXY UNKNOWN " + b"f" * (108 - 16) + b"\r\n",  # 108 bytes
+        ]
+    version = draw(st.sampled_from([0, 1, 3, 4, 15]))
+    length = draw(st.integers(1025, 2048))  # and the bytes to fill it: the header is whole, only too long
+    oversized = header[:14] + struct.pack("!H", length) + header[16:]
+    addressed = header[12] == 0x21 and header[13] in (0x11, 0x21)
+    (old_length,) = struct.unpack("!H", header[14:16])
+    return [
+        header[:12] + bytes([version << 4 | header[12] & 0x0F]) + header[13:],
+        oversized + bytes(16 + length - len(oversized)),
+        header[:14] + struct.pack("!H", old_length + 2) + header[16:] + b"\x01\x00" if addressed else None,
+    ]
 
 
 def proxy_corruptions_rejected(proxy: ModuleType, max_examples: int = 800, shrink: bool = True) -> Property:
@@ -314,12 +357,47 @@ def proxy_corruptions_rejected(proxy: ModuleType, max_examples: int = 800, shrin
     @deterministic(max_examples, shrink)
     @given(data=st.data(), corrupted=_corrupted(), after=st.sampled_from([b"", b"hola\n", b"\r\n", b"\n\n"]))
     def prop(data: st.DataObject, corrupted: tuple[bytes, bytes, bool], after: bytes) -> None:
-        header, _, fixed = corrupted
+        header, original, fixed = corrupted
         stream = header + after
         expected = reference.proxy_header(stream, "any")
-        if fixed:
+        if fixed and not stream.startswith(original):  # a dropped LF that the next bytes put back is no corruption
             assert expected == reference.REJECTED, "the reference accepts a broken fixed byte"
         assert parse_outcome(proxy, [stream], "any") == expected
         assert parse_outcome(proxy, data.draw(cuts(stream), label="reads"), "any") == expected
+
+    return prop
+
+
+def proxy_session_phase(core: ModuleType, max_examples: int = 400, shrink: bool = True) -> Property:
+    """O2 through the session: after a valid header, the replies are the reference's for what follows it,
+    however the stream is cut; a missing, broken or cut header gets no byte back, no message is read,
+    and at the end of input the session is CLOSED by ``proxy_rejected``."""
+
+    @deterministic(max_examples, shrink)
+    @given(
+        data=st.data(),
+        header=st.one_of(proxy_headers(), _corrupted().map(lambda c: c[0]), st.just(b"")),
+        max_line=_max_lines,
+        end=_ends,
+        framing_ok=st.booleans(),
+    )
+    def prop(data: st.DataObject, header: bytes, max_line: int, end: str | None, framing_ok: bool) -> None:
+        stream = header + data.draw(line_streams(max_line), label="after")
+        seen: list[str] = []
+        limits = core.Limits(max_line=max_line, idle_timeout=0, proxy="any")
+        session = core.Session(limits, T0, (lambda text, reply: seen.append(text)) if framing_ok else None)
+        out = feed(session, data.draw(cuts(stream), label="reads"), end)
+        expected = reference.proxy_header(stream, "any")
+        if expected == reference.REJECTED:
+            assert out == b"", "a reply before a valid PROXY header"
+            assert seen == [], "a message read before a valid PROXY header"
+            if end is not None or session.state != "PROXY_HEADER":
+                assert (session.state, session.reason) == ("CLOSED", "proxy_rejected")
+            return
+        fields, rest = expected
+        assert reference.proxy_fields(session.header) == fields
+        replies = reference.line_replies(rest, max_line, end)
+        assert out == replies.replies
+        assert_outcome(session, replies)
 
     return prop

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 
-STATES = ("CONNECTED", "ECHOING", "CLOSING", "CLOSED")
+STATES = ("CONNECTED", "ECHOING", "CLOSING", "CLOSED", "PROXY_HEADER")
 INITIAL = "CONNECTED"
 FINAL = "CLOSED"
+#: Where a session may start: CONNECTED, or the PROXY header phase when O2 is on.
+ENTRIES = ("CONNECTED", "PROXY_HEADER")
 OPEN = ("CONNECTED", "ECHOING")
 
 #: (state, trigger) -> destination, row by row from the SPEC 4 table.
@@ -24,7 +26,10 @@ TABLE: dict[tuple[str, str], str] = {
     **{(state, "idle_timeout"): "CLOSING" for state in OPEN},
     **{(state, "shutdown"): "CLOSING" for state in OPEN},
     ("CLOSING", "flushed"): "CLOSED",
-    **{(state, "abort"): "CLOSED" for state in ("CONNECTED", "ECHOING", "CLOSING")},
+    **{(state, "abort"): "CLOSED" for state in ("CONNECTED", "ECHOING", "CLOSING", "PROXY_HEADER")},
+    # O2: the PROXY protocol header phase
+    ("PROXY_HEADER", "proxy_header"): "CONNECTED",
+    ("PROXY_HEADER", "proxy_rejected"): "CLOSED",
 }
 TRIGGERS = tuple(sorted({trigger for _, trigger in TABLE}))
 
@@ -93,15 +98,19 @@ def reachable(table: Table, start: str) -> set[str]:
     return seen
 
 
-def graph_problems(table: Table, states: Iterable[str], initial: str) -> list[str]:
-    """CONNECTED initial, every state reachable, CLOSED reachable from every state and absorbing."""
+def graph_problems(table: Table, states: Iterable[str], initial: str, entries: Iterable[str] = ENTRIES) -> list[str]:
+    """CONNECTED initial, every state reachable from an entry, CLOSED reachable from every state and absorbing."""
     states = list(states)
+    entries = list(entries)
     problems = []
     if initial != INITIAL:
         problems.append(f"initial state is {initial}, not {INITIAL}")
-    unreachable = [state for state in states if state not in reachable(table, initial)]
+    if initial not in entries:
+        problems.append(f"the initial state {initial} is not an entry state")
+    from_entries = set().union(*(reachable(table, entry) for entry in entries))
+    unreachable = [state for state in states if state not in from_entries]
     if unreachable:
-        problems.append(f"unreachable from {initial}: {unreachable}")
+        problems.append(f"unreachable from the entry states {entries}: {unreachable}")
     stuck = [state for state in states if FINAL not in reachable(table, state)]
     if stuck:
         problems.append(f"{FINAL} cannot be reached from {stuck}")

@@ -157,7 +157,8 @@ def v1_headers(draw: st.DrawFn) -> bytes:
         form = draw(st.sampled_from(["compressed", "exploded", "upper"]))
         source, destination = (_ipv6_spelling(draw(st.ip_addresses(v=6)), form) for _ in range(2))
     else:
-        tail = draw(st.sampled_from(["", " ", " 1.2.3.4 5.6.7.8 1 2", " ffff:f::f ffff:f::f 65535 65535"]))
+        full = ":".join(["ffff"] * 8)
+        tail = draw(st.sampled_from(["", " ", " 1.2.3.4 5.6.7.8 1 2", f" {full} {full} 65535 65535"]))  # 107 bytes
         return f"PROXY UNKNOWN{tail}\r\n".encode()
     return f"PROXY {kind} {source} {destination} {draw(ports)} {draw(ports)}\r\n".encode()
 

@@ -1,11 +1,13 @@
 """Model check of the design with spin: the Promela model is generated from the machine's declaration.
 
-For the model with and without the idle timeout (L9), spin explores every
-interleaving of client, session and operator and must report:
+For the model with and without the idle timeout (L9), and with a server that
+may or may not expect a PROXY header (O2), spin explores every interleaving of
+client, session and operator and must report:
 
 * no assertion violation and no invalid end state (``pan`` without the claim):
   no undeclared (state, trigger) pair is ever fired, every reply arrives once
-  and in order before the close, nothing is sent after the close;
+  and in order before the close, nothing is sent after the close, nothing is
+  sent before a valid PROXY header;
 * no acceptance cycle for ``<> (state == CLOSED)`` (``pan -a``): every session
   reaches CLOSED;
 * (with the idle timeout) no declared transition left unreached.
@@ -93,21 +95,35 @@ def untaken_transitions(text: str, report: str) -> set[str]:
     return {lines[number] for number in unreached_lines(report, "Session") & set(lines)}
 
 
-@pytest.mark.parametrize("idle", [True, False], ids=["idle-timeout-on", "idle-timeout-off"])
-def test_no_invalid_end_state_and_every_reply_arrives_before_the_close(idle, tmp_path):
-    text = generate(idle=idle)
+def _lines(pairs: set[tuple[str, str]]) -> set[str]:
+    return {
+        f":: state == {source} && t == {trigger} -> state = {spec_table.TABLE[(source, trigger)]}"
+        for source, trigger in pairs
+    }
+
+
+# What a model without an option cannot take: the idle timeout's two transitions, the header phase's three.
+_IDLE_ONLY = _lines({(state, "idle_timeout") for state in spec_table.OPEN})
+_PROXY_ONLY = _lines({pair for pair in spec_table.TABLE if pair[0] == "PROXY_HEADER"})
+_OPTIONS = [
+    pytest.param(True, True, set(), id="idle-timeout-on-proxy-either"),
+    pytest.param(False, True, _IDLE_ONLY, id="idle-timeout-off-proxy-either"),
+    pytest.param(True, False, _PROXY_ONLY, id="idle-timeout-on-proxy-off"),
+]
+
+
+@pytest.mark.parametrize(("idle", "proxy", "untaken"), _OPTIONS)
+def test_no_invalid_end_state_and_every_reply_arrives_before_the_close(idle, proxy, untaken, tmp_path):
+    text = generate(idle=idle, proxy=proxy)
     report = verify(text, tmp_path, liveness=False)
     assert "invalid end states\t+" in report and "assertion violations\t+" in report
     assert errors(report) == 0, report
-    if idle:  # with the idle timeout off, its two transitions cannot be taken
-        assert untaken_transitions(text, report) == set()
-    else:
-        assert {line.split(" && ")[1].split()[2] for line in untaken_transitions(text, report)} == {"idle_timeout"}
+    assert untaken_transitions(text, report) == untaken
 
 
-@pytest.mark.parametrize("idle", [True, False], ids=["idle-timeout-on", "idle-timeout-off"])
-def test_every_session_reaches_closed(idle, tmp_path):
-    report = verify(generate(idle=idle), tmp_path, liveness=True)
+@pytest.mark.parametrize(("idle", "proxy"), [(True, True), (False, True)], ids=["idle-timeout-on", "idle-timeout-off"])
+def test_every_session_reaches_closed(idle, proxy, tmp_path):
+    report = verify(generate(idle=idle, proxy=proxy), tmp_path, liveness=True)
     assert "acceptance   cycles \t+" in report and "never claim         \t+ (closes)" in report
     assert errors(report) == 0, report
 

@@ -71,3 +71,7 @@ def test_every_truncated_proxy_header_is_rejected_at_end_of_stream():
 
 def test_a_corrupted_proxy_header_is_rejected_or_read_as_the_reference_reads_it():
     properties.proxy_corruptions_rejected(proxy)()
+
+
+def test_the_session_answers_nothing_before_a_valid_proxy_header_and_everything_after_it():
+    properties.proxy_session_phase(core)()

@@ -12,10 +12,12 @@ from statemachine.machine import (
     CLOSING,
     CONNECTED,
     ECHOING,
+    ENTRY_STATES,
     FINAL,
     INITIAL,
     MACHINE,
     PLAIN,
+    PROXY_HEADER,
     STATES,
     TRIGGERS,
     MachineError,
@@ -44,6 +46,9 @@ SPEC_TABLE = {
     (CONNECTED, "abort"): CLOSED,
     (ECHOING, "abort"): CLOSED,
     (CLOSING, "abort"): CLOSED,
+    (PROXY_HEADER, "abort"): CLOSED,
+    (PROXY_HEADER, "proxy_header"): CONNECTED,
+    (PROXY_HEADER, "proxy_rejected"): CLOSED,
 }
 SPEC_TRIGGERS = {
     "message",
@@ -54,14 +59,24 @@ SPEC_TRIGGERS = {
     "shutdown",
     "flushed",
     "abort",
+    "proxy_header",
+    "proxy_rejected",
 }
-ALL_PAIRS = list(itertools.product([CONNECTED, ECHOING, CLOSING, CLOSED], sorted(SPEC_TRIGGERS)))
+ALL_PAIRS = list(itertools.product([CONNECTED, ECHOING, CLOSING, CLOSED, PROXY_HEADER], sorted(SPEC_TRIGGERS)))
 
 
 def test_states_and_ends_are_the_specs():
-    assert STATES == [CONNECTED, ECHOING, CLOSING, CLOSED]
+    assert STATES == [CONNECTED, ECHOING, CLOSING, CLOSED, PROXY_HEADER]
     assert (INITIAL, FINAL) == (CONNECTED, CLOSED)
+    assert ENTRY_STATES == [CONNECTED, PROXY_HEADER]
     assert SessionModel().state == CONNECTED
+    assert SessionModel(PROXY_HEADER).state == PROXY_HEADER
+
+
+@pytest.mark.parametrize("state", [ECHOING, CLOSING, CLOSED, "NOWHERE"])
+def test_a_session_starts_only_in_an_entry_state(state):
+    with pytest.raises(ValueError, match="cannot start in"):
+        SessionModel(state)
 
 
 def test_declared_table_is_the_spec_table():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+import ipaddress
 import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
@@ -11,13 +13,39 @@ from typing import Any
 from server.logs import LEVELS
 from server.messages import LANGS
 from server.options import ENV_PREFIX, Parser, bounded, from_env, host
-from statemachine.session import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_LINE, FRAMINGS, Limits
+from statemachine.session import (
+    DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_MAX_LINE,
+    DEFAULT_PROXY_TIMEOUT,
+    FRAMINGS,
+    PROXY_MODES,
+    PROXY_OFF,
+    Limits,
+)
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 5000
 DEFAULT_MAX_CONNECTIONS = 10000
 DEFAULT_DRAIN_TIMEOUT = 5.0
 DEFAULT_OUTPUT_LIMIT = 1 << 20
+DEFAULT_PROXY_FROM = "127.0.0.0/8,::1/128"
+_LONGEST_WAIT = 24 * 24 * 3600.0  # seconds: about what epoll can wait (2**31 ms)
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def networks(text: str) -> tuple[Network, ...]:
+    """``--proxy-from``: a comma-separated list of networks (``10.0.0.0/8``) or single addresses."""
+    found = []
+    for part in text.split(","):
+        part = part.strip()
+        try:
+            found.append(ipaddress.ip_network(part))
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{part!r} is not a network or address (e.g. 10.0.0.0/8, 192.0.2.7, ::1/128)"
+            ) from None
+    return tuple(found)
 
 
 def default_workers() -> int:
@@ -40,10 +68,19 @@ class Config:
     log_level: str = "info"
     lang: str = "es"
     output_limit: int = DEFAULT_OUTPUT_LIMIT
+    proxy_protocol: str = PROXY_OFF
+    proxy_from: tuple[Network, ...] = networks(DEFAULT_PROXY_FROM)
+    proxy_timeout: float = DEFAULT_PROXY_TIMEOUT
 
     @property
     def limits(self) -> Limits:
-        return Limits(framing=self.framing, max_line=self.max_line, idle_timeout=self.idle_timeout)
+        return Limits(
+            framing=self.framing,
+            max_line=self.max_line,
+            idle_timeout=self.idle_timeout,
+            proxy=self.proxy_protocol,
+            proxy_timeout=self.proxy_timeout,
+        )
 
 
 # name, converter, default, help; the environment variable is UPPERECHO_<NAME>
@@ -76,6 +113,27 @@ _OPTIONS: list[tuple[str, Callable[[str], Any], Any, str, Sequence[str] | None]]
     ("framing", str, "line", "line (protocol v1) or raw (seed compatibility)", FRAMINGS),
     ("log-level", str, "info", "console detail (default %(default)s)", tuple(LEVELS)),
     ("lang", str, "es", "console language (default %(default)s)", LANGS),
+    (
+        "proxy-protocol",
+        str,
+        PROXY_OFF,
+        "expect a PROXY protocol header (HAProxy's send-proxy) of this version first (default %(default)s)",
+        PROXY_MODES,
+    ),
+    (
+        "proxy-from",
+        networks,
+        DEFAULT_PROXY_FROM,
+        "with --proxy-protocol: the only sources allowed, comma-separated networks (default %(default)s)",
+        None,
+    ),
+    (
+        "proxy-timeout",
+        bounded(float, 0.01, _LONGEST_WAIT),
+        DEFAULT_PROXY_TIMEOUT,
+        "with --proxy-protocol: seconds for the header to arrive (default %(default)s)",
+        None,
+    ),
 ]
 
 
@@ -107,6 +165,8 @@ def parse(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None =
             else:
                 value = default
         values[attr] = value
+    if isinstance(values["proxy_from"], str):
+        values["proxy_from"] = networks(values["proxy_from"])
     if values["workers"] is None:
         values["workers"] = default_workers()
     if args.quiet:

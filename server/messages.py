@@ -20,6 +20,7 @@ class Texts:
     shutting_down: str
     stopped: str
     forced: str
+    proxy_refused: str
 
 
 SPANISH = Texts(
@@ -34,6 +35,7 @@ SPANISH = Texts(
     shutting_down="Cerrando el servidor: no se aceptan más conexiones",
     stopped="Servidor detenido",
     forced="Segunda señal: salida inmediata",
+    proxy_refused="Conexión rechazada de {peer} (protocolo PROXY): {reason} ({count} en total)",
 )
 
 ENGLISH = Texts(
@@ -48,6 +50,7 @@ ENGLISH = Texts(
     shutting_down="Shutting down: no longer accepting connections",
     stopped="Server stopped",
     forced="Second signal: exiting at once",
+    proxy_refused="Connection refused from {peer} (PROXY protocol): {reason} ({count} so far)",
 )
 
 

@@ -11,13 +11,19 @@ the clocks and carries out what a state asks for:
 * a CLOSING session's output is sent, then the sending side is shut down and
   the session is ``flushed`` (CLOSED); the socket lingers, discarding input,
   until the client closes or the drain time passes (L13);
-* a CLOSING session that cannot be flushed within the drain time is aborted.
+* a CLOSING session that cannot be flushed within the drain time is aborted;
+* with the PROXY protocol on (O2): a connection from outside ``--proxy-from``
+  is closed at accept, with no session; a session refused in PROXY_HEADER
+  (bad, cut, slow or missing header) is closed at once with nothing sent; once
+  the header is read, its source is the connection's peer
+  (:meth:`Worker._client_identified`).
 """
 
 from __future__ import annotations
 
 import errno
 import heapq
+import ipaddress
 import itertools
 import logging
 import socket
@@ -32,7 +38,8 @@ from server.poller import READ as _READ
 from server.poller import WRITE as _WRITE
 from server.poller import Poller
 from statemachine.machine import CLOSED, CLOSING
-from statemachine.session import ERROR_BUSY, Session
+from statemachine.proxy import ProxyHeader
+from statemachine.session import ERROR_BUSY, PROXY_OFF, Session
 
 if TYPE_CHECKING:
     from server.app import Server
@@ -102,6 +109,8 @@ class Worker(threading.Thread):
         self._seq = itertools.count()
         self._log_info = log.isEnabledFor(logging.INFO)
         self._on_message = self._log_message if self._log_info else None
+        # O2: the sources allowed to send a PROXY header; None when the protocol is off
+        self._proxy_from = server.config.proxy_from if self.limits.proxy != PROXY_OFF else None
 
     # -- called from other threads --------------------------------------------
 
@@ -198,6 +207,10 @@ class Worker(threading.Thread):
                     self._pause_accepting(exc, now)
                     return
                 continue  # the client gave up before we accepted (ECONNABORTED, ...)
+            if self._proxy_from is not None and not _allowed(peer, self._proxy_from):
+                sock.close()  # O2: no session, nothing sent
+                self.server.proxy_refused(peer, "the address is not in --proxy-from")
+                continue
             self._adopt(sock, peer, admit(peer), now)
 
     def _pause_accepting(self, exc: OSError, now: float) -> None:
@@ -224,12 +237,19 @@ class Worker(threading.Thread):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except OSError:
             pass  # not TCP (tests may hand a socketpair) or already reset
-        conn = Conn(sock, peer, Session(self.limits, now, self._on_message))
+        conn = Conn(sock, peer, None)
+        if self._proxy_from is None:
+            conn.session = Session(self.limits, now, self._on_message)
+            if self._log_info:
+                log.info(self.texts.connected.format(peer=peer))
+            deadline = conn.session.idle_deadline()
+        else:  # O2: the client is named when its header is read
+            conn.session = Session(
+                self.limits, now, self._on_message, lambda header: self._client_identified(conn, header)
+            )
+            deadline = conn.session.header_deadline()
         self.conns[conn.fd] = conn
-        if self._log_info:
-            log.info(self.texts.connected.format(peer=peer))
         self._interest(conn)
-        deadline = conn.session.idle_deadline()
         if deadline is not None:
             self._schedule(conn, deadline)
         if self._stopping:
@@ -250,8 +270,11 @@ class Worker(threading.Thread):
             if not data:  # the client finished; the lingering close is done
                 self._close(conn)
             return
-        if self._feed(conn, session, data, now) and session.state == CLOSING:
-            self._on_closing(conn, now)
+        if self._feed(conn, session, data, now):
+            if session.state == CLOSING:
+                self._on_closing(conn, now)
+            elif session.reason == "proxy_rejected":
+                self._refuse_header(conn)
 
     def _feed(self, conn: Conn, session: Session, data: bytes, now: float) -> bool:
         """Give the session what was read (``b""``: end of stream) and send its answer.
@@ -265,6 +288,27 @@ class Worker(threading.Thread):
         if out:
             self._send(conn, out)
         return conn.sock is not None
+
+    # -- the PROXY protocol header (O2) -----------------------------------------
+
+    def _client_identified(self, conn: Conn, header: ProxyHeader) -> None:
+        """The PROXY header is read: from here on the client is the address it names.
+
+        Called by the session before it answers the bytes after the header, so the
+        transcript names the client before its first message.  The per-address
+        limit (L15) counts the client from here, not from the accept.
+        A header naming no address (v2 LOCAL, v1 UNKNOWN) keeps the socket's peer.
+        """
+        if header.source is not None:
+            conn.peer = header.source
+        if self._log_info:
+            log.info(self.texts.connected.format(peer=conn.peer))
+
+    def _refuse_header(self, conn: Conn) -> None:
+        """The session refused its header (``proxy_rejected``): close now, nothing sent; one line, counted."""
+        self.server.session_ended()
+        self.server.proxy_refused(conn.peer, conn.session.proxy_error)
+        self._close(conn)
 
     def _log_message(self, text: str, reply: str) -> None:
         log.info(self.texts.received.format(text=escape(text)))
@@ -423,6 +467,14 @@ class Worker(threading.Thread):
         elif session is not None and session.state == CLOSING:
             deadline = conn.closing_since + self.drain
             expire = self._abort
+        elif session is not None and session.awaiting_header:
+            deadline = session.header_deadline()
+            if deadline <= now:
+                session.check_header(now)
+                self._refuse_header(conn)
+            else:
+                self._schedule(conn, deadline)
+            return
         elif session is not None and session.is_open:
             deadline = session.idle_deadline()
             if deadline is None:
@@ -451,14 +503,15 @@ class Worker(threading.Thread):
         self.not_accepting.set()
         self._hard_deadline = now + self.drain
         for conn in list(self.conns.values()):
-            if conn.sock is not None and conn.session is not None and conn.session.is_open:
+            session = conn.session
+            if conn.sock is not None and session is not None and (session.is_open or session.awaiting_header):
                 self._shutdown_session(conn, now)
 
     def _shutdown_session(self, conn: Conn, now: float) -> None:
         """Answer every complete message already received, then send the notice."""
         session = conn.session
         for _ in range(_SHUTDOWN_READS):
-            if conn.eof or not session.is_open or len(conn.out) > self.output_limit:
+            if conn.eof or not (session.is_open or session.awaiting_header) or len(conn.out) > self.output_limit:
                 break  # a client over the L12 bound is not read from, even now
             try:
                 data = conn.sock.recv(READ_SIZE)
@@ -469,9 +522,25 @@ class Worker(threading.Thread):
                 return
             if not self._feed(conn, session, data, now):
                 return
+        if session.awaiting_header:  # O2: still no header; refused with nothing sent
+            session.shutdown()
+        if session.reason == "proxy_rejected":
+            self._refuse_header(conn)
+            return
         if session.is_open:
             self._send(conn, session.shutdown())
             if conn.sock is None:
                 return
         if session.state == CLOSING:
             self._on_closing(conn, now)
+
+
+def _allowed(peer: object, networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]) -> bool:
+    """O2: may this socket peer send a PROXY header (is it in ``--proxy-from``)?"""
+    try:
+        address = ipaddress.ip_address(peer[0])
+    except (TypeError, ValueError, IndexError):
+        return False  # not an IP peer
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped  # an IPv4 client on a dual-stack socket
+    return any(address in network for network in networks)

@@ -55,6 +55,8 @@ def error_too_long(max_line: int) -> str:
 
 #: Called with (message text, reply text) for every message, when logging wants it.
 MessageHook = Callable[[str, str], None]
+#: Called with the PROXY header once read, before the bytes after it are answered.
+HeaderHook = Callable[[ProxyHeader], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,8 +87,8 @@ class Session(SessionModel):
 
     ``reason`` names the trigger that moved the session to CLOSING or CLOSED.
     ``on_message`` (optional) sees every message and its reply, for logging.
-    ``header`` is the PROXY header once read; ``proxy_error`` says in words why
-    one was refused.
+    ``header`` is the PROXY header once read (``on_header``, optional, sees it
+    then); ``proxy_error`` says in words why one was refused.
     """
 
     __slots__ = (
@@ -98,17 +100,21 @@ class Session(SessionModel):
         "header",
         "last_input",
         "limits",
+        "on_header",
         "on_message",
         "proxy_error",
         "reason",
     )
 
-    def __init__(self, limits: Limits, now: float, on_message: MessageHook | None = None) -> None:
+    def __init__(
+        self, limits: Limits, now: float, on_message: MessageHook | None = None, on_header: HeaderHook | None = None
+    ) -> None:
         proxied = limits.proxy != PROXY_OFF
         super().__init__(PROXY_HEADER if proxied else None)
         self._proxy = ProxyParser(limits.proxy) if proxied else None
         self.header: ProxyHeader | None = None
         self.proxy_error: str | None = None
+        self.on_header = on_header
         self.limits = limits
         self.on_message = on_message
         self.last_input = now
@@ -247,6 +253,8 @@ class Session(SessionModel):
         self.header = header
         self.last_input = now
         fire(self, "proxy_header")
+        if self.on_header is not None:
+            self.on_header(header)
         return self.receive(rest, now) if rest else b""
 
     def _reject_header(self, why: str) -> None:

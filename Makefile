@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-fast lint bench diagram clean system-deps
+.PHONY: run test test-fast lint bench diagram clean system-deps cluster
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -18,12 +18,13 @@ $(STAMP): pyproject.toml | $(BIN)/python
 run: $(STAMP)
 	$(BIN)/python -m server
 
-## system-deps: the Debian tools some tests drive (nc; spin and the gcc its checkers are built with), installed when missing
+## system-deps: the Debian tools some tests drive (nc; spin and the gcc its checkers are built with; haproxy), installed when missing
 system-deps:
 	@missing=""; \
 	command -v nc >/dev/null 2>&1 || missing="$$missing netcat-openbsd"; \
 	command -v spin >/dev/null 2>&1 || missing="$$missing spin"; \
 	command -v gcc >/dev/null 2>&1 || missing="$$missing gcc"; \
+	command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || missing="$$missing haproxy"; \
 	if [ -n "$$missing" ]; then \
 	  if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
 	    echo "installing$$missing"; \
@@ -46,6 +47,12 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m loadtest.bench
+
+## cluster: HAProxy on 127.0.0.1:$(PORT) in front of N servers on loopback (make cluster N=3 ARGS=-q); Ctrl-C stops all
+N ?= 3
+PORT ?= 5000
+cluster: $(STAMP)
+	$(BIN)/python deploy/haproxy/cluster.py --servers $(N) --port $(PORT) $(ARGS)
 
 diagram: $(STAMP)
 	$(BIN)/python -m statemachine

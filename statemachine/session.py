@@ -236,6 +236,7 @@ class Session(SessionModel):
             return
         if self.state != CLOSING:
             self.reason = "abort"
+        self.on_header = None
         fire(self, "abort")
 
     # -- the PROXY header (O2) --------------------------------------------------
@@ -253,12 +254,14 @@ class Session(SessionModel):
         self.header = header
         self.last_input = now
         fire(self, "proxy_header")
-        if self.on_header is not None:
-            self.on_header(header)
+        hook, self.on_header = self.on_header, None  # used once; the server's hook may refer back to us
+        if hook is not None:
+            hook(header)
         return self.receive(rest, now) if rest else b""
 
     def _reject_header(self, why: str) -> None:
         self._proxy = None
+        self.on_header = None
         self.proxy_error = why
         self.reason = "proxy_rejected"
         fire(self, "proxy_rejected")

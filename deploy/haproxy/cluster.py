@@ -2,7 +2,9 @@
 
 ``python deploy/haproxy/cluster.py --servers 3 --port 5000`` (or ``make cluster N=3``)
 starts N servers with ``--proxy-protocol v2 --port 0``, reads back their ports,
-fills ``haproxy.cfg.in`` and runs HAProxy in the foreground on ``--port``.
+fills ``haproxy.cfg.in`` and runs HAProxy in the foreground on ``--port``, a socket
+this script binds and hands over (``bind fd@N``), so a port in use is one clear
+line and ``--port 0`` picks a free one (the first line says which).
 Ctrl-C (or SIGTERM) stops HAProxy and then the servers, which drain as usual (L11).
 The tests use :func:`render` to fill the same template.
 """
@@ -13,6 +15,7 @@ import argparse
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -69,7 +72,7 @@ def _interrupted(signum: int, frame: object) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python deploy/haproxy/cluster.py", description=__doc__.splitlines()[0])
     parser.add_argument("--servers", "-n", type=int, default=3, help="upperecho servers to start (default 3)")
-    parser.add_argument("--port", type=int, default=5000, help="HAProxy's port on 127.0.0.1 (default 5000)")
+    parser.add_argument("--port", type=int, default=5000, help="HAProxy's port on 127.0.0.1; 0 = any (default 5000)")
     args, extra = parser.parse_known_args(argv)
     if not 1 <= args.servers <= 64:
         print("error: --servers must be between 1 and 64", file=sys.stderr)
@@ -78,23 +81,34 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not Path(haproxy).exists():
         print("error: haproxy is not installed (Debian: apt-get install haproxy)", file=sys.stderr)
         return 1
+    front = socket.socket()
+    try:
+        front.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        front.bind(("127.0.0.1", args.port))
+        front.listen(512)
+    except OSError as exc:
+        front.close()
+        print(f"error: cannot listen on 127.0.0.1:{args.port}: {(exc.strerror or str(exc)).lower()}", file=sys.stderr)
+        return 1
+    port = front.getsockname()[1]
     servers: list[subprocess.Popen] = []
     signal.signal(signal.SIGTERM, _interrupted)
-    with tempfile.TemporaryDirectory(prefix="upperecho-haproxy-") as workdir:
+    signal.signal(signal.SIGINT, _interrupted)  # also when started with SIGINT ignored (a background job)
+    with front, tempfile.TemporaryDirectory(prefix="upperecho-haproxy-") as workdir:
         try:
             ports = []
             for index in range(1, args.servers + 1):
-                proc, port = _start_server(index, extra)
+                proc, server_port = _start_server(index, extra)
                 servers.append(proc)
-                ports.append(port)
+                ports.append(server_port)
             config = Path(workdir) / "haproxy.cfg"
             config.write_text(
-                render(f"127.0.0.1:{args.port}", [("127.0.0.1", p) for p in ports], f"{workdir}/stats.sock"),
+                render(f"fd@{front.fileno()}", [("127.0.0.1", p) for p in ports], f"{workdir}/stats.sock"),
                 encoding="utf-8",
             )
-            print(f"HAProxy on 127.0.0.1:{args.port} -> upperecho on ports {', '.join(map(str, ports))}", flush=True)
-            print("try: python -m client --port", args.port, "  (Ctrl-C stops everything)", flush=True)
-            return subprocess.run([haproxy, "-db", "-f", str(config)]).returncode
+            print(f"HAProxy on 127.0.0.1:{port} -> upperecho on ports {', '.join(map(str, ports))}", flush=True)
+            print(f"try: python -m client --port {port}   (Ctrl-C stops everything)", flush=True)
+            return subprocess.run([haproxy, "-db", "-f", str(config)], pass_fds=[front.fileno()]).returncode
         except ClusterError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 1

@@ -11,18 +11,22 @@ from __future__ import annotations
 import csv
 import importlib.util
 import io
+import os
+import re
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import psutil
 import pytest
 
-from client.connection import Connection
+from client.connection import ClientError, Connection
 from tests.serverproc import ROOT, ServerProcess, running_server
 from tests.wire import read_exactly, read_until_closed
 
@@ -193,3 +197,47 @@ def test_a_server_stopped_with_sigterm_drains_through_haproxy_with_no_reply_lost
             fresh.close()
     finally:
         client.close()
+
+
+def test_make_cluster_serves_and_ctrl_c_stops_everything():
+    """What ``make cluster`` runs: HAProxy and two servers; Ctrl-C (SIGINT to the foreground group) ends all."""
+    proc = subprocess.Popen(
+        [sys.executable, "deploy/haproxy/cluster.py", "--servers", "2", "--port", "0", "-q"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own group, as a terminal's foreground job
+    )
+    started: list[psutil.Process] = []
+    try:
+        first = proc.stdout.readline()
+        match = re.match(r"HAProxy on 127\.0\.0\.1:(\d+) -> upperecho on ports (\d+), (\d+)$", first.strip())
+        assert match, f"first line: {first!r}; stderr: {proc.stderr.read() if proc.poll() is not None else ''}"
+        port = int(match.group(1))
+        wait_until(lambda: len(psutil.Process(proc.pid).children(recursive=True)) >= 3, "HAProxy and two servers")
+        started = psutil.Process(proc.pid).children(recursive=True)  # the servers run in sessions of their own
+
+        def served() -> bool:
+            try:
+                with Connection("127.0.0.1", port, timeout=5) as client:
+                    return client.request("hola cluster") == "HOLA CLUSTER"
+            except (ClientError, OSError):
+                return False  # HAProxy not listening yet, or no server checked up yet
+
+        wait_until(served, "a reply through the cluster")
+        os.killpg(proc.pid, signal.SIGINT)
+        assert proc.wait(timeout=DEADLINE) == 0
+        _, alive = psutil.wait_procs(started, timeout=DEADLINE)
+        assert alive == [], f"left running: {alive}"
+    finally:
+        try:
+            started += psutil.Process(proc.pid).children(recursive=True)
+        except psutil.NoSuchProcess:
+            pass
+        for child in started:
+            if child.is_running():
+                child.kill()
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)

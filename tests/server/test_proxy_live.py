@@ -11,6 +11,8 @@ import sys
 
 import pytest
 
+from server.config import networks
+from server.worker import _allowed
 from tests.proxywire import V2_SIGNATURE, v1, v2, v2_local
 from tests.serverproc import ROOT
 from tests.wire import connect, read_lines, read_until_closed
@@ -186,3 +188,14 @@ def test_bad_proxy_flags_give_one_line_and_status_2(args, needle):
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0]
+
+
+def test_proxy_from_matches_addresses_the_way_accept_reports_them():
+    allowed = networks("127.0.0.0/8,::1/128,192.0.2.7")
+    assert _allowed(("127.0.0.1", 5000), allowed)
+    assert _allowed(("::1", 5000, 0, 0), allowed)
+    assert _allowed(("::ffff:127.0.0.9", 5000, 0, 0), allowed)  # IPv4 on a dual-stack socket
+    assert _allowed(("192.0.2.7", 1), allowed)
+    assert not _allowed(("192.0.2.8", 1), allowed)
+    assert not _allowed(("10.0.0.1", 1), allowed)
+    assert not _allowed(("fe80::1%eth0", 1, 0, 2), allowed)

@@ -185,7 +185,7 @@ def test_a_server_stopped_with_sigterm_drains_through_haproxy_with_no_reply_lost
         sock = client._socket()
         sock.sendall("".join(line + "\n" for line in lines).encode())  # and read nothing yet
         owner.wait_for_line(lambda line: line.startswith(f"Message received: {count - 1:05d}"))
-        owner.signal(signal.SIGTERM)  # every message is in; most replies still wait in buffers
+        owner.signal(signal.SIGTERM)  # every message is in; the client has read no reply yet
         expected = "".join(line.upper() + "\n" for line in lines).encode() + b"error: server shutting down\n"
         assert read_exactly(sock, len(expected), timeout=DEADLINE) == expected
         assert read_until_closed(sock, timeout=DEADLINE) == b""

@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # The server alone: what `make run` needs, installed in seconds.
 RUN_STAMP := $(VENV)/.installed-run
 
-.PHONY: run test test-fast lint bench diagram clean system-deps
+.PHONY: run test test-fast lint bench diagram clean system-deps cluster
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,7 +29,7 @@ else
 endif
 	@$(BIN)/python -m server $(if $(FRAMING),--framing $(FRAMING)) $(ARGS)
 
-## system-deps: the Debian tools some tests drive (nc; spin and the gcc its checkers are built with; openssl for TLS; promtool), installed when missing
+## system-deps: the Debian tools some tests drive (nc; spin and the gcc its checkers are built with; openssl for TLS; promtool; haproxy), installed when missing
 system-deps:
 	@missing=""; \
 	command -v nc >/dev/null 2>&1 || missing="$$missing netcat-openbsd"; \
@@ -37,6 +37,7 @@ system-deps:
 	command -v gcc >/dev/null 2>&1 || missing="$$missing gcc"; \
 	command -v openssl >/dev/null 2>&1 || missing="$$missing openssl"; \
 	command -v promtool >/dev/null 2>&1 || missing="$$missing prometheus"; \
+	command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || missing="$$missing haproxy"; \
 	if [ -n "$$missing" ]; then \
 	  if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
 	    echo "installing$$missing"; \
@@ -60,6 +61,12 @@ lint: $(STAMP)
 ## bench: the benchmark; options through ARGS, e.g. make bench ARGS="--quick"
 bench: $(STAMP)
 	$(BIN)/python -m loadtest.bench $(ARGS)
+
+## cluster: HAProxy on 127.0.0.1:$(PORT) in front of N servers on loopback (make cluster N=3 ARGS=-q); Ctrl-C stops all
+N ?= 3
+PORT ?= 5000
+cluster: $(STAMP)
+	$(BIN)/python deploy/haproxy/cluster.py --servers $(N) --port $(PORT) $(ARGS)
 
 diagram: $(STAMP)
 	$(BIN)/python -m statemachine

@@ -81,6 +81,8 @@ class Server:
                 self.tls = TlsServer(server_context(config.tls_cert, config.tls_key))
             except TlsSetupError as exc:
                 raise StartError(str(exc)) from None
+        #: O2: connections refused for the PROXY protocol (source not allowed, no valid header)
+        self.proxy_refusals = 0
         self.workers = [Worker(i, self) for i in range(config.workers)]
 
     # -- start ----------------------------------------------------------------
@@ -200,6 +202,13 @@ class Server:
         if unlogged:
             log.warning(self.texts.busy_unlogged.format(count=unlogged))
         log.warning(self.texts.busy.format(peer=peer), extra={"event": "refused", "peer": peer, "reason": "busy"})
+
+    def proxy_refused(self, peer: object, reason: str) -> None:
+        """O2: a connection closed with nothing sent, for its source or its header: one line, counted."""
+        with self._warn_lock:
+            self.proxy_refusals += 1
+            count = self.proxy_refusals
+        log.warning(self.texts.proxy_refused.format(peer=peer, reason=reason, count=count))
 
     def accept_failed(self, exc: OSError) -> None:
         """Out of descriptors or memory (the worker pauses accepting): say so once until it recovers."""

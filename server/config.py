@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+import ipaddress
 import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
@@ -11,7 +13,16 @@ from typing import Any
 from server.logs import FORMATS, LEVELS
 from server.messages import LANGS
 from server.options import ENV_PREFIX, Parser, UsageError, bounded, from_env, host, host_port, path
-from statemachine.session import DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_LINE, FRAMINGS, Limits
+from statemachine.session import (
+    DEFAULT_HANDSHAKE_TIMEOUT,
+    DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_MAX_LINE,
+    DEFAULT_PROXY_TIMEOUT,
+    FRAMINGS,
+    PROXY_MODES,
+    PROXY_OFF,
+    Limits,
+)
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 5000
@@ -20,6 +31,24 @@ DEFAULT_DRAIN_TIMEOUT = 5.0
 DEFAULT_OUTPUT_LIMIT = 1 << 20
 # The longest duration a flag takes: what epoll can wait (2**31 ms is about 24.8 days).
 _MAX_SECONDS = 24 * 24 * 3600
+
+DEFAULT_PROXY_FROM = "127.0.0.0/8,::1/128"
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def networks(text: str) -> tuple[Network, ...]:
+    """``--proxy-from``: a comma-separated list of networks (``10.0.0.0/8``) or single addresses."""
+    found = []
+    for part in text.split(","):
+        part = part.strip()
+        try:
+            found.append(ipaddress.ip_network(part))
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{part!r} is not a network or address (e.g. 10.0.0.0/8, 192.0.2.7, ::1/128)"
+            ) from None
+    return tuple(found)
 
 
 def default_workers() -> int:
@@ -47,6 +76,9 @@ class Config:
     tls_handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT
     metrics: tuple[str, int] | None = None
     log_format: str = "text"
+    proxy_protocol: str = PROXY_OFF
+    proxy_from: tuple[Network, ...] = networks(DEFAULT_PROXY_FROM)
+    proxy_timeout: float = DEFAULT_PROXY_TIMEOUT
 
     @property
     def limits(self) -> Limits:
@@ -55,6 +87,8 @@ class Config:
             max_line=self.max_line,
             idle_timeout=self.idle_timeout,
             handshake_timeout=self.tls_handshake_timeout,
+            proxy=self.proxy_protocol,
+            proxy_timeout=self.proxy_timeout,
         )
 
 
@@ -99,6 +133,27 @@ _OPTIONS: list[tuple[str, Callable[[str], Any], Any, str, Sequence[str] | None]]
     ),
     ("log-format", str, "text", "console lines as text (default) or one JSON object per line", FORMATS),
     ("metrics", host_port, None, "serve Prometheus metrics at http://HOST:PORT/metrics (default: off)", None),
+    (
+        "proxy-protocol",
+        str,
+        PROXY_OFF,
+        "expect a PROXY protocol header (HAProxy's send-proxy) of this version first (default %(default)s)",
+        PROXY_MODES,
+    ),
+    (
+        "proxy-from",
+        networks,
+        DEFAULT_PROXY_FROM,
+        "with --proxy-protocol: the only sources allowed, comma-separated networks (default %(default)s)",
+        None,
+    ),
+    (
+        "proxy-timeout",
+        bounded(float, 0.01, _MAX_SECONDS),
+        DEFAULT_PROXY_TIMEOUT,
+        "with --proxy-protocol: seconds for the header to arrive (default %(default)s)",
+        None,
+    ),
 ]
 
 
@@ -130,10 +185,17 @@ def parse(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None =
             else:
                 value = default
         values[attr] = value
+    if isinstance(values["proxy_from"], str):
+        values["proxy_from"] = networks(values["proxy_from"])
     if values["workers"] is None:
         values["workers"] = default_workers()
     if args.quiet:
         values["log_level"] = "warning"
     if (values["tls_cert"] is None) != (values["tls_key"] is None):
         raise UsageError("--tls-cert and --tls-key go together: give both, or neither")
+    if values["tls_cert"] is not None and values["proxy_protocol"] != PROXY_OFF:
+        raise UsageError(
+            "--proxy-protocol with --tls-cert is not supported: terminate TLS at the proxy "
+            "(HAProxy's 'bind ... ssl crt'), or serve TLS here without the PROXY protocol"
+        )
     return Config(**values)

@@ -23,13 +23,12 @@ class Texts:
     forced: str
     reasons: Mapping[str, str]
     tls_failed: str
+    proxy_refused: str
 
     def closed_line(self, peer: object, reason: str | None) -> str:
         """The one line for a session's end, its reason in words (S4); an unknown reason is shown as named."""
         words = self.reasons.get(reason or "", (reason or "").replace("_", " "))
         return self.closed.format(peer=peer, reason=words)
-
-    tls_failed: str
 
 
 SPANISH = Texts(
@@ -54,6 +53,7 @@ SPANISH = Texts(
         "abort": "conexión interrumpida",
     },
     tls_failed="Negociación TLS fallida con el cliente {peer}: {reason}",
+    proxy_refused="Conexión rechazada de {peer} (protocolo PROXY): {reason} ({count} en total)",
 )
 
 ENGLISH = Texts(
@@ -78,6 +78,7 @@ ENGLISH = Texts(
         "abort": "connection aborted",
     },
     tls_failed="TLS handshake failed with client {peer}: {reason}",
+    proxy_refused="Connection refused from {peer} (PROXY protocol): {reason} ({count} so far)",
 )
 
 

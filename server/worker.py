@@ -11,7 +11,12 @@ the clocks and carries out what a state asks for:
 * a CLOSING session's output is sent, then the sending side is shut down and
   the session is ``flushed`` (CLOSED); the socket lingers, discarding input,
   until the client closes or the drain time passes (L13);
-* a CLOSING session that cannot be flushed within the drain time is aborted.
+* a CLOSING session that cannot be flushed within the drain time is aborted;
+* with the PROXY protocol on (O2): a connection from outside ``--proxy-from``
+  is closed at accept, with no session; a session refused in PROXY_HEADER
+  (bad, cut, slow or missing header) is closed at once with nothing sent; once
+  the header is read, its source is the connection's peer
+  (:meth:`Worker._client_identified`).
 
 With TLS (O6) a connection's ``sock`` is a :class:`server.tls.TlsTransport`
 that looks like the socket; the session starts in HANDSHAKE and the worker
@@ -23,6 +28,7 @@ from __future__ import annotations
 import errno
 import functools
 import heapq
+import ipaddress
 import itertools
 import logging
 import socket
@@ -38,7 +44,8 @@ from server.poller import READ as _READ
 from server.poller import WRITE as _WRITE
 from server.poller import Poller
 from statemachine.machine import CLOSED, CLOSING, HANDSHAKE
-from statemachine.session import ERROR_BUSY, Session
+from statemachine.proxy import ProxyHeader
+from statemachine.session import ERROR_BUSY, PROXY_OFF, Session
 from statemachine.text import is_disconnect
 
 if TYPE_CHECKING:
@@ -144,6 +151,8 @@ class Worker(threading.Thread):
         # The text transcript is the seed's (S4): no reply line and no closed line for the
         # disconnect word, whose request line says it all.  JSON logs are for machines: every event.
         self._every_event = server.config.log_format == "json"
+        # O2: the sources allowed to send a PROXY header; None when the protocol is off
+        self._proxy_from = server.config.proxy_from if self.limits.proxy != PROXY_OFF else None
 
     # -- called from other threads --------------------------------------------
 
@@ -248,6 +257,10 @@ class Worker(threading.Thread):
                 continue  # the client gave up before we accepted (ECONNABORTED, ...)
             if len(peer) > 2:  # IPv6: (host, port, flowinfo, scope_id)
                 peer = plain_peer(peer)
+            if self._proxy_from is not None and not _allowed(peer, self._proxy_from):
+                sock.close()  # O2: no session, nothing sent
+                self.server.proxy_refused(peer, "the address is not in --proxy-from")
+                continue
             self._adopt(sock, peer, admit(peer), now)
 
     def _pause_accepting(self, exc: OSError, now: float) -> None:
@@ -280,20 +293,25 @@ class Worker(threading.Thread):
         if self.tls is not None:
             self._adopt_tls(sock, peer, now)
             return
-        conn = self._open(Conn(sock, peer, None), now)
-        if self._log_info:
-            log.info(self.texts.connected.format(peer=peer), extra=_fields(conn, "connected"))
+        if self._proxy_from is None:
+            conn = self._open(Conn(sock, peer, None), now)
+            if self._log_info:
+                log.info(self.texts.connected.format(peer=peer), extra=_fields(conn, "connected"))
+            deadline = conn.session.idle_deadline()
+        else:  # O2: the client is named when its header is read
+            conn = Conn(sock, peer, None)
+            self._open(conn, now, on_header=lambda header: self._client_identified(conn, header))
+            deadline = conn.session.header_deadline()
         self._interest(conn)
-        deadline = conn.session.idle_deadline()
         if deadline is not None:
             self._schedule(conn, deadline)
         if self._stopping:
             self._shutdown_session(conn, now)
 
-    def _open(self, conn: Conn, now: float, start: str | None = None) -> Conn:
+    def _open(self, conn: Conn, now: float, start: str | None = None, on_header: object = None) -> Conn:
         """Give ``conn`` its session (in ``start``, an entry state) and count it opened."""
         hook = functools.partial(self._log_message, conn) if self._log_info else None
-        conn.session = Session(self.limits, now, hook, start=start)
+        conn.session = Session(self.limits, now, hook, on_header, start=start)
         conn.opened = now
         conn.sid = next(_SESSION_IDS)
         self.conns[conn.fd] = conn
@@ -319,8 +337,11 @@ class Worker(threading.Thread):
             if not data:  # the client finished; the lingering close is done
                 self._close(conn)
             return
-        if self._feed(conn, session, data, now) and session.state == CLOSING:
-            self._on_closing(conn, now)
+        if self._feed(conn, session, data, now):
+            if session.state == CLOSING:
+                self._on_closing(conn, now)
+            elif session.reason == "proxy_rejected":
+                self._refuse_header(conn)
 
     def _feed(self, conn: Conn, session: Session, data: bytes, now: float) -> bool:
         """Give the session what was read (``b""``: end of stream) and send its answer.
@@ -346,6 +367,30 @@ class Worker(threading.Thread):
         if self._every_event or not is_disconnect(text):  # the transcript logs the word's request instead (S4)
             shown = escape(reply)
             log.info(self.texts.replied.format(text=shown), extra=_fields(conn, "replied", text=shown))
+
+    # -- the PROXY protocol header (O2) -----------------------------------------
+
+    def _client_identified(self, conn: Conn, header: ProxyHeader) -> None:
+        """The PROXY header is read: from here on the client is the address it names.
+
+        Called by the session before it answers the bytes after the header, so the
+        transcript names the client before its first message.  The per-address
+        limit (L15) counts the client from here, not from the accept.
+        A header naming no address (v2 LOCAL, v1 UNKNOWN) keeps the socket's peer.
+        """
+        if header.source is not None:
+            conn.peer = header.source
+        if self._log_info:
+            log.info(self.texts.connected.format(peer=conn.peer), extra=_fields(conn, "connected"))
+
+    def _refuse_header(self, conn: Conn) -> None:
+        """The session refused its header (``proxy_rejected``): close now, nothing sent; one line, counted."""
+        self.server.session_ended()
+        self.server.proxy_refused(conn.peer, conn.session.proxy_error)
+        if self.counters is not None:
+            self.counters.refuse("proxy")
+            self.counters.session_closed(conn.session.reason, time.monotonic() - conn.opened)
+        self._close(conn)
 
     # -- writing --------------------------------------------------------------
 
@@ -514,6 +559,14 @@ class Worker(threading.Thread):
             else:
                 self._schedule(conn, session.handshake_deadline())
             return
+        elif session is not None and session.awaiting_header:
+            deadline = session.header_deadline()
+            if deadline <= now:
+                session.check_header(now)
+                self._refuse_header(conn)
+            else:
+                self._schedule(conn, deadline)
+            return
         elif session is not None and session.is_open:
             deadline = session.idle_deadline()
             if deadline is None:
@@ -542,7 +595,8 @@ class Worker(threading.Thread):
         self.not_accepting.set()
         self._hard_deadline = now + self.drain
         for conn in list(self.conns.values()):
-            if conn.sock is not None and conn.session is not None and conn.session.is_open:
+            session = conn.session
+            if conn.sock is not None and session is not None and (session.is_open or session.awaiting_header):
                 self._shutdown_session(conn, now)
             elif conn.sock is not None and conn.session is not None and conn.session.state == HANDSHAKE:
                 conn.session.shutdown()
@@ -552,7 +606,7 @@ class Worker(threading.Thread):
         """Answer every complete message already received, then send the notice."""
         session = conn.session
         for _ in range(_SHUTDOWN_READS):
-            if conn.eof or not session.is_open or len(conn.out) > self.output_limit:
+            if conn.eof or not (session.is_open or session.awaiting_header) or len(conn.out) > self.output_limit:
                 break  # a client over the L12 bound is not read from, even now
             try:
                 data = conn.sock.recv(READ_SIZE)
@@ -563,6 +617,11 @@ class Worker(threading.Thread):
                 return
             if not self._feed(conn, session, data, now):
                 return
+        if session.awaiting_header:  # O2: still no header; refused with nothing sent
+            session.shutdown()
+        if session.reason == "proxy_rejected":
+            self._refuse_header(conn)
+            return
         if session.is_open:
             self._send(conn, session.shutdown())
             if conn.sock is None:
@@ -640,3 +699,14 @@ def _fields(conn: Conn, event: str, **more: str) -> dict[str, object]:
         "reason": session.reason if session is not None else None,
         **more,
     }
+
+
+def _allowed(peer: object, networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]) -> bool:
+    """O2: may this socket peer send a PROXY header (is it in ``--proxy-from``)?"""
+    try:
+        address = ipaddress.ip_address(peer[0])
+    except (TypeError, ValueError, IndexError):
+        return False  # not an IP peer
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped  # an IPv4 client on a dual-stack socket
+    return any(address in network for network in networks)

@@ -37,12 +37,13 @@ ECHOING = "ECHOING"
 CLOSING = "CLOSING"
 CLOSED = "CLOSED"
 HANDSHAKE = "HANDSHAKE"  # O6: the TLS handshake, before any byte of the protocol
+PROXY_HEADER = "PROXY_HEADER"  # O2: waiting for the load balancer's PROXY protocol header
 
-STATES: list[str] = [CONNECTED, ECHOING, CLOSING, CLOSED, HANDSHAKE]
+STATES: list[str] = [CONNECTED, ECHOING, CLOSING, CLOSED, HANDSHAKE, PROXY_HEADER]
 INITIAL = CONNECTED
 FINAL = CLOSED
 #: The states a session may start in: INITIAL, then each phase a server option puts before it.
-ENTRY_STATES: list[str] = [INITIAL, HANDSHAKE]
+ENTRY_STATES: list[str] = [INITIAL, HANDSHAKE, PROXY_HEADER]
 
 _OPEN = [CONNECTED, ECHOING]
 
@@ -54,9 +55,11 @@ TRANSITIONS: list[dict[str, Any]] = [
     {"trigger": "idle_timeout", "source": _OPEN, "dest": CLOSING},
     {"trigger": "shutdown", "source": _OPEN, "dest": CLOSING},
     {"trigger": "flushed", "source": CLOSING, "dest": CLOSED},
-    {"trigger": "abort", "source": [CONNECTED, ECHOING, CLOSING, HANDSHAKE], "dest": CLOSED},
+    {"trigger": "abort", "source": [CONNECTED, ECHOING, CLOSING, HANDSHAKE, PROXY_HEADER], "dest": CLOSED},
     {"trigger": "handshake_done", "source": HANDSHAKE, "dest": CONNECTED},
     {"trigger": "handshake_failed", "source": HANDSHAKE, "dest": CLOSED},
+    {"trigger": "proxy_header", "source": PROXY_HEADER, "dest": CONNECTED},
+    {"trigger": "proxy_rejected", "source": PROXY_HEADER, "dest": CLOSED},
 ]
 
 MACHINE_KWARGS: dict[str, Any] = {
@@ -109,7 +112,7 @@ _EVENTS = MACHINE.events
 
 
 class SessionModel:
-    """A model of the shared machine: one attribute, ``state``."""
+    """A model of the shared machine: one attribute, ``state``; ``start`` is one of ``ENTRY_STATES``."""
 
     __slots__ = ("state",)
 
@@ -153,6 +156,7 @@ __all__ = [
     "MACHINE",
     "MachineError",
     "PLAIN",
+    "PROXY_HEADER",
     "STATES",
     "SessionModel",
     "TRANSITIONS",

@@ -12,6 +12,15 @@ holds, then calls :meth:`Session.flushed`; on a reset or a write error it calls
 are the TLS layer's, not the protocol's, so the session only learns its outcome
 (:meth:`Session.handshake_done`, :meth:`Session.handshake_failed`) and keeps its
 deadline (:meth:`Session.check_handshake`).
+
+With the PROXY protocol on (O2) a session starts in PROXY_HEADER: its input
+goes to a :class:`~statemachine.proxy.ProxyParser` until the load balancer's
+header is complete (``proxy_header``, then the bytes after it are the client's
+first input, in the same call) or refused (``proxy_rejected``: CLOSED at once).
+Nothing is ever answered in PROXY_HEADER: every input there returns ``b""``,
+so no client can make the server speak before a valid header.  The header must
+be complete within ``proxy_timeout`` of the session's start; the server asks
+with :meth:`Session.check_header`, as it does for the idle time.
 """
 
 from __future__ import annotations
@@ -20,7 +29,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from statemachine.framing import CRLF, LF, LineFramer, LineTooLong, split_block
-from statemachine.machine import CLOSED, CLOSING, CONNECTED, ECHOING, HANDSHAKE, SessionModel, fire
+from statemachine.machine import CLOSED, CLOSING, CONNECTED, ECHOING, HANDSHAKE, PROXY_HEADER, SessionModel, fire
+from statemachine.proxy import ACCEPTS, ProxyHeader, ProxyParser, ProxyRejected
 from statemachine.text import incomplete_tail, is_disconnect, may_hold_disconnect
 
 LINE = "line"
@@ -30,6 +40,9 @@ FRAMINGS = (LINE, RAW)
 DEFAULT_MAX_LINE = 65536
 DEFAULT_IDLE_TIMEOUT = 300.0
 DEFAULT_HANDSHAKE_TIMEOUT = 10.0
+PROXY_OFF = "off"
+PROXY_MODES = (PROXY_OFF, *ACCEPTS)
+DEFAULT_PROXY_TIMEOUT = 5.0
 
 ERROR_INVALID_UTF8 = "error: invalid utf-8"
 ERROR_IDLE = "error: idle timeout"
@@ -46,6 +59,8 @@ def error_too_long(max_line: int) -> str:
 
 #: Called with (message text, reply text) for every message, when logging wants it.
 MessageHook = Callable[[str, str], None]
+#: Called with the PROXY header once read, before the bytes after it are answered.
+HeaderHook = Callable[[ProxyHeader], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +71,8 @@ class Limits:
     max_line: int = DEFAULT_MAX_LINE
     idle_timeout: float = DEFAULT_IDLE_TIMEOUT  # seconds; 0 turns it off
     handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT  # seconds for the TLS handshake (O6); always on
+    proxy: str = PROXY_OFF  # O2: which PROXY protocol header a session must start with
+    proxy_timeout: float = DEFAULT_PROXY_TIMEOUT  # seconds for the whole header
 
     def __post_init__(self) -> None:
         if self.framing not in FRAMINGS:
@@ -66,6 +83,10 @@ class Limits:
             raise ValueError("idle_timeout must not be negative")
         if not self.handshake_timeout > 0:
             raise ValueError("handshake_timeout must be positive")
+        if self.proxy not in PROXY_MODES:
+            raise ValueError(f"proxy must be one of {', '.join(PROXY_MODES)}")
+        if not self.proxy_timeout > 0:
+            raise ValueError("proxy_timeout must be positive")
 
 
 class Session(SessionModel):
@@ -74,16 +95,43 @@ class Session(SessionModel):
     ``reason`` names the trigger that moved the session to CLOSING or CLOSED.
     ``messages`` counts the messages answered (for the server's metrics).
     ``on_message`` (optional) sees every message and its reply, for logging.
-    ``start`` is an entry state: CONNECTED, or HANDSHAKE when TLS comes first;
-    in HANDSHAKE, ``last_input`` is when the connection was accepted.
+    ``start`` is an entry state: CONNECTED, HANDSHAKE when TLS comes first, or
+    (the default when ``limits.proxy`` is on) PROXY_HEADER; in HANDSHAKE and
+    PROXY_HEADER, ``last_input`` is when the connection was accepted.
+    ``header`` is the PROXY header once read (``on_header``, optional, sees it
+    then); ``proxy_error`` says in words why one was refused.
     """
 
-    __slots__ = ("_framer", "_held", "_terminator", "eof", "last_input", "limits", "messages", "on_message", "reason")
+    __slots__ = (
+        "_framer",
+        "_held",
+        "_proxy",
+        "_terminator",
+        "eof",
+        "header",
+        "last_input",
+        "limits",
+        "messages",
+        "on_header",
+        "on_message",
+        "proxy_error",
+        "reason",
+    )
 
     def __init__(
-        self, limits: Limits, now: float, on_message: MessageHook | None = None, start: str | None = None
+        self,
+        limits: Limits,
+        now: float,
+        on_message: MessageHook | None = None,
+        on_header: HeaderHook | None = None,
+        start: str | None = None,
     ) -> None:
-        super().__init__(start)
+        proxied = limits.proxy != PROXY_OFF
+        super().__init__(start if start is not None else PROXY_HEADER if proxied else None)
+        self._proxy = ProxyParser(limits.proxy) if proxied else None
+        self.header: ProxyHeader | None = None
+        self.proxy_error: str | None = None
+        self.on_header = on_header
         self.limits = limits
         self.on_message = on_message
         self.last_input = now
@@ -134,13 +182,32 @@ class Session(SessionModel):
         self.handshake_failed()
         return True
 
+    @property
+    def awaiting_header(self) -> bool:
+        """True in PROXY_HEADER: the input is the load balancer's, not yet the client's."""
+        return self.state == PROXY_HEADER
+
+    @property
+    def client_address(self) -> tuple[str, int] | None:
+        """The client's address from the PROXY header; None without one or when it names none."""
+        return self.header.source if self.header is not None else None
+
+    def header_deadline(self) -> float | None:
+        """When the PROXY header must be complete (O2); None once it is, or without PROXY."""
+        if self.state != PROXY_HEADER:
+            return None
+        return self.last_input + self.limits.proxy_timeout  # last_input stays the start until the header
+
     # -- inputs ---------------------------------------------------------------
 
     def receive(self, data: bytes, now: float) -> bytes:
         """Bytes read from the client; returns the replies to send."""
-        self.last_input = now
         if self.state not in _OPEN_STATES or not data:
+            if self.state == PROXY_HEADER:
+                return self._receive_header(data, now) if data else b""
+            self.last_input = now
             return b""  # CLOSING and CLOSED discard input
+        self.last_input = now
         if self._framer is None:
             return self._receive_raw(data)
         try:
@@ -157,6 +224,12 @@ class Session(SessionModel):
         self.eof = True
         if self.state == HANDSHAKE:
             self.handshake_failed()
+        if self.state == PROXY_HEADER:
+            try:
+                self._proxy.finish()
+            except ProxyRejected as exc:
+                self._reject_header(exc.reason)
+            return b""
         if not self.is_open:
             return b""
         if self._framer is None:
@@ -181,10 +254,19 @@ class Session(SessionModel):
             return b""
         return self._close("idle_timeout", ERROR_IDLE)
 
+    def check_header(self, now: float) -> None:
+        """Call when the header deadline may have passed: refuses the session if it has."""
+        deadline = self.header_deadline()
+        if deadline is not None and now >= deadline:
+            self._reject_header(f"no complete PROXY header within {self.limits.proxy_timeout:g} s")
+
     def shutdown(self) -> bytes:
         """The server is stopping (L11): drop the partial line, send the notice."""
         if self.state == HANDSHAKE:
             self.handshake_failed()
+        if self.state == PROXY_HEADER:
+            self._reject_header("the server is shutting down")
+            return b""
         if not self.is_open:
             return b""
         if self._framer is not None:
@@ -200,9 +282,37 @@ class Session(SessionModel):
         """Reset, write error or drain time exceeded: the session ends now."""
         if self.state == CLOSED:
             return
-        if self.is_open or self.state == HANDSHAKE:
+        if self.state != CLOSING:
             self.reason = "abort"
+        self.on_header = None
         fire(self, "abort")
+
+    # -- the PROXY header (O2) --------------------------------------------------
+
+    def _receive_header(self, data: bytes, now: float) -> bytes:
+        try:
+            header = self._proxy.feed(data)
+        except ProxyRejected as exc:
+            self._reject_header(exc.reason)
+            return b""
+        if header is None:
+            return b""
+        rest = self._proxy.leftover
+        self._proxy = None
+        self.header = header
+        self.last_input = now
+        fire(self, "proxy_header")
+        hook, self.on_header = self.on_header, None  # used once; the server's hook may refer back to us
+        if hook is not None:
+            hook(header)
+        return self.receive(rest, now) if rest else b""
+
+    def _reject_header(self, why: str) -> None:
+        self._proxy = None
+        self.on_header = None
+        self.proxy_error = why
+        self.reason = "proxy_rejected"
+        fire(self, "proxy_rejected")
 
     # -- line framing ---------------------------------------------------------
 
@@ -277,6 +387,7 @@ __all__ = [
     "CLOSED",
     "CLOSING",
     "CONNECTED",
+    "DEFAULT_PROXY_TIMEOUT",
     "ECHOING",
     "ERROR_BUSY",
     "ERROR_IDLE",
@@ -286,6 +397,9 @@ __all__ = [
     "HANDSHAKE",
     "LINE",
     "Limits",
+    "PROXY_HEADER",
+    "PROXY_MODES",
+    "PROXY_OFF",
     "RAW",
     "Session",
     "error_too_long",

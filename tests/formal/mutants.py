@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
 
-from statemachine import framing, machine, session, text
+from statemachine import framing, machine, proxy, session, text
 
 # -- table mutants ---------------------------------------------------------------
 
@@ -101,7 +101,18 @@ TABLE_MUTANTS = [
     TableMutant("automatic to_<state> triggers", _set("auto_transitions", True), _ALL | {GRAPH}),
     TableMutant("handshake_done -> ECHOING", _redirect("handshake_done", "ECHOING"), _ALL),
     TableMutant("handshake_failed -> CLOSING (a FIN, no close)", _redirect("handshake_failed", "CLOSING"), _ALL),
-    TableMutant("abort no longer leaves HANDSHAKE", _sources("abort", ["CONNECTED", "ECHOING", "CLOSING"]), _ALL),
+    TableMutant(
+        "abort no longer leaves HANDSHAKE", _sources("abort", ["CONNECTED", "ECHOING", "CLOSING", "PROXY_HEADER"]), _ALL
+    ),
+    TableMutant("proxy_header -> ECHOING", _redirect("proxy_header", "ECHOING"), _ALL),
+    TableMutant(
+        "proxy_rejected -> CLOSING (a refused header is answered)", _redirect("proxy_rejected", "CLOSING"), _ALL
+    ),
+    TableMutant(
+        "abort no longer leaves PROXY_HEADER", _sources("abort", ["CONNECTED", "ECHOING", "CLOSING", "HANDSHAKE"]), _ALL
+    ),
+    TableMutant("drop proxy_header (no way into the session)", _drop("proxy_header"), _ALL),
+    TableMutant("message accepted in PROXY_HEADER", _add("message", "PROXY_HEADER", "ECHOING"), _ALL),
 ]
 
 
@@ -274,5 +285,83 @@ SOURCE_MUTANTS = [
         "O6",
         lambda: session_with([("if deadline is None or now < deadline:\n            return False", "return False")]),
         frozenset({"handshake_outcomes"}),
+    ),
+    SourceMutant(
+        "the bytes after the PROXY header are lost",
+        "O2",
+        lambda: session_with([('return self.receive(rest, now) if rest else b""', 'return b""')]),
+        frozenset({"proxy_session_phase"}),
+    ),
+    SourceMutant(
+        "no PROXY header: the input is read as messages (a server that guesses)",
+        "O2",
+        lambda: session_with(
+            [
+                (
+                    'self._reject_header(exc.reason)\n            return b""\n        if header is None:',
+                    "self._proxy = None\n            self.state = CONNECTED\n            return self.receive(data, now)"
+                    "\n        if header is None:",
+                )
+            ]
+        ),
+        frozenset({"proxy_session_phase"}),
+    ),
+]
+
+
+def proxy_with(replacements: list[tuple[str, str]]) -> ModuleType:
+    """A mutant of statemachine.proxy, the PROXY header parser."""
+    return mutated_module(proxy, replacements)
+
+
+_SPLIT, _TRUNCATED, _CORRUPTED = "proxy_split_invariance", "proxy_truncations_rejected", "proxy_corruptions_rejected"
+
+PROXY_MUTANTS = [
+    SourceMutant(
+        "v1 numbers with leading zeros",
+        "O2",
+        lambda: proxy_with([('(text == "0" or text[0] != "0")', "True")]),
+        frozenset({_CORRUPTED}),
+    ),
+    SourceMutant(
+        "v1 line ended by LF alone",
+        "O2",
+        lambda: proxy_with([("if i == 0 or line[i - 1] != 0x0D:", "if False:")]),
+        frozenset({_CORRUPTED}),
+    ),
+    SourceMutant(
+        "v1 lines up to 200 bytes",
+        "O2",
+        lambda: proxy_with([("V1_MAX = 107", "V1_MAX = 200")]),
+        frozenset({_CORRUPTED}),
+    ),
+    SourceMutant(
+        "v2 TLVs not checked",
+        "O2",
+        lambda: proxy_with([("    _check_tlvs(block[2 * size + 4 :])\n", "")]),
+        frozenset({_CORRUPTED}),
+    ),
+    SourceMutant(
+        "v2 any version", "O2", lambda: proxy_with([("if held[12] >> 4 != 2:", "if False:")]), frozenset({_CORRUPTED})
+    ),
+    SourceMutant(
+        "v2 length not capped",
+        "O2",
+        lambda: proxy_with([("if length > V2_MAX_LENGTH:", "if False:")]),
+        frozenset({_CORRUPTED}),
+    ),
+    SourceMutant(
+        "leftover loses a byte",
+        "O2",
+        lambda: proxy_with([("self.leftover = held[end:]", "self.leftover = held[end + 1 :]")]),
+        frozenset({_SPLIT, _CORRUPTED}),
+    ),
+    SourceMutant(
+        "a cut header is accepted at end of stream",
+        "O2",
+        lambda: proxy_with(
+            [('        raise ProxyRejected("end of stream inside the PROXY header")', "        return")]
+        ),
+        frozenset({_TRUNCATED, _CORRUPTED}),
     ),
 ]

@@ -4,11 +4,13 @@ The model has three processes: a ``Client`` that sends messages, the
 disconnect word, an over-long line, a half-close or a reset in any order; the
 server's ``Session`` for that connection; and an ``Operator`` who may send
 SIGTERM.  Two channels stand for the two directions of the TCP connection.
-With ``tls`` the session starts in HANDSHAKE (O6): the handshake's bytes are
-the TLS layer's, so the model chooses among its outcomes (done; failed by bad
-bytes or the deadline; the client's end of stream or the operator's shutdown
-meanwhile; a reset), and a failed handshake closes the connection with
-nothing sent.
+The server may start the session in any entry state the options allow: with
+``tls``, in HANDSHAKE (O6): the handshake's bytes are the TLS layer's, so the
+model chooses among its outcomes (done; failed by bad bytes or the deadline;
+the client's end of stream or the operator's shutdown meanwhile; a reset), and
+a failed handshake closes the connection with nothing sent; with ``proxy``, in
+PROXY_HEADER (O2), and the client may send a valid header first, or anything
+else, or nothing until the header deadline; and always in CONNECTED.
 
 What is generated and what is written by hand:
 
@@ -33,7 +35,7 @@ from collections.abc import Mapping, Sequence
 from string import Template
 
 # The states the template below tests and the triggers it fires (the server's events).
-TEMPLATE_STATES = frozenset({"CONNECTED", "ECHOING", "CLOSING", "CLOSED", "HANDSHAKE"})
+TEMPLATE_STATES = frozenset({"CONNECTED", "ECHOING", "CLOSING", "CLOSED", "HANDSHAKE", "PROXY_HEADER"})
 TEMPLATE_TRIGGERS = frozenset(
     {
         "message",
@@ -46,6 +48,8 @@ TEMPLATE_TRIGGERS = frozenset(
         "abort",
         "handshake_done",
         "handshake_failed",
+        "proxy_header",
+        "proxy_rejected",
     }
 )
 
@@ -57,6 +61,7 @@ _HEADER = Template(
 #define NMSG $nmsg         /* ordinary messages a client sends at most */
 #define IDLE $idle         /* L9: 1 when the idle timeout is on */
 #define TLS $tls          /* O6: 1 when the session starts with the TLS handshake */
+#define PROXY $proxy        /* O2: 1 when the server may run with the PROXY protocol on */
 #define BOUND 2        /* L12: the server stops reading while this many lines wait for the client */
 #define SLOTS (NMSG + 3)  /* room for every line the server can ever send, so it never blocks writing */
 
@@ -66,9 +71,10 @@ $state_defines
 $trigger_defines
 #define NONE 255
 
-/* client -> server: a message, the disconnect word (L4), an over-long line (L6), a half-close (L7) */
+/* client -> server: a message, the disconnect word (L4), an over-long line (L6), a half-close (L7),
+   a valid PROXY header (O2; any other first bytes are not one) */
 /* server -> client: the reply to a message, an error line of the server's own (L8), the close (FIN) */
-mtype = { MSG, BYE, LONG, HALFCLOSE, REPLY, NOTICE, FIN };
+mtype = { MSG, BYE, LONG, HALFCLOSE, HEADER, REPLY, NOTICE, FIN };
 
 chan c2s = [2] of { mtype, byte };     /* the kind and the message's number */
 chan s2c = [SLOTS] of { mtype, byte };
@@ -83,6 +89,9 @@ bool stop = false;          /* SIGTERM reached the server (L11) */
 bool fin_sent = false;      /* the session shut down its sending side */
 bool resets;                /* chosen at the start: this client may reset the connection */
 bool walks;                 /* chosen at the start: this client may walk away (only with IDLE) */
+bool proxy_on = false;      /* chosen at the start: the server expects a PROXY header (O2) */
+bool header_read = false;   /* the session read a valid PROXY header */
+bool rejected = false;      /* the session refused the header and closed with nothing sent */
 
 inline fire(t) {
   if
@@ -99,11 +108,24 @@ proctype Session() {
   byte trig, seq;
   do
   :: state == CLOSED ->
-     assert(fin_sent || server_reset);  /* the client is never left hanging: a FIN or a reset */
+     assert(fin_sent || server_reset || rejected);  /* the client is never left hanging: a FIN or a reset */
      break
   :: else ->
      atomic {
        if
+       :: state == PROXY_HEADER ->
+          /* O2: nothing is answered here; anything but a valid header is refused */
+          if
+          :: client_reset -> trig = abort
+          :: c2s?[HEADER] -> c2s?HEADER(seq); trig = proxy_header
+          :: c2s?[MSG] -> c2s?MSG(seq); trig = proxy_rejected
+          :: c2s?[BYE] -> c2s?BYE(seq); trig = proxy_rejected
+          :: c2s?[LONG] -> c2s?LONG(seq); trig = proxy_rejected
+          :: c2s?[HALFCLOSE] -> c2s?HALFCLOSE(seq); trig = proxy_rejected  /* end of stream first */
+          :: true -> trig = proxy_rejected                     /* the header deadline passed */
+          :: stop && empty(c2s) -> trig = proxy_rejected       /* L11 with no header read */
+          fi;
+          reason = trig
        :: state == CONNECTED || state == ECHOING ->
           if
           :: client_reset -> trig = abort
@@ -135,9 +157,14 @@ proctype Session() {
           fi
        fi;
        fire(trig);
+       /* what the open states mean: CONNECTED has answered nothing yet, ECHOING has */
+       assert(state != CONNECTED || answered == 0);
+       assert(state != ECHOING || answered > 0);
        if
        :: trig == abort -> server_reset = true
        :: trig == handshake_failed -> server_reset = true  /* closed with nothing sent */
+       :: trig == proxy_rejected -> rejected = true
+       :: trig == proxy_header -> header_read = true
        :: else -> skip
        fi
      }
@@ -148,17 +175,20 @@ proctype Session() {
 proctype Client() {
   byte sent = 0, got = 0, bye = NONE, seq;
   bool halfclosed = false, ended = false;  /* ended: a closing line (the disconnect reply or a notice) came */
+  bool headered = false;
   do
+  :: proxy_on && !headered && sent == 0 && !halfclosed && nfull(c2s) -> c2s!HEADER(0); headered = true
   :: !halfclosed && sent < NMSG && nfull(c2s) -> c2s!MSG(sent); sent++
   :: !halfclosed && bye == NONE && nfull(c2s) -> c2s!BYE(sent); bye = sent; sent++
   :: !halfclosed && nfull(c2s) -> c2s!LONG(sent)
   :: !halfclosed && nfull(c2s) -> c2s!HALFCLOSE(0); sent_before_halfclose = sent; halfclosed = true
   :: s2c?REPLY(seq) ->
+     assert(!proxy_on || header_read);  /* O2: nothing is sent before a valid header */
      assert(!ended);        /* nothing but the close after a closing line */
      assert(seq == got);    /* L3: one reply per message, in order, none lost */
      got++;
      ended = (seq == bye)
-  :: s2c?NOTICE(seq) -> assert(!ended); ended = true
+  :: s2c?NOTICE(seq) -> assert(!proxy_on || header_read); assert(!ended); ended = true
   :: s2c?FIN(seq) ->
      assert(ended || halfclosed);             /* only a closing line or a half-close leads to the close */
      assert(got == answered);                 /* every reply sent arrived before the close */
@@ -166,6 +196,7 @@ proctype Client() {
      assert(reason != disconnect || got == bye + 1);                    /* L4 */
      break
   :: server_reset -> break
+  :: rejected -> assert(got == 0 && !ended); break  /* O2: closed with nothing sent */
   :: resets -> client_reset = true; break  /* the client resets the connection */
   :: walks -> break                         /* the client walks away: never reads or closes again */
   od
@@ -187,7 +218,8 @@ init {
     fi;
     if
     :: TLS -> state = HANDSHAKE
-    :: else -> skip
+    :: PROXY -> proxy_on = true; state = PROXY_HEADER
+    :: proxy_on = false; assert(state == CONNECTED)  /* SPEC 4: with no phase before it, CONNECTED */
     fi;
     run Session();
     run Client();
@@ -212,7 +244,8 @@ def promela(
     *,
     nmsg: int = 2,
     idle: bool = True,
-    tls: bool = False,
+    tls: bool = True,
+    proxy: bool = True,
 ) -> str:
     """The Promela text for ``transitions`` (``{(source, trigger): dest}``, as ``table()`` gives).
 
@@ -236,6 +269,7 @@ def promela(
         nmsg=nmsg,
         idle=int(idle),
         tls=int(tls),
+        proxy=int(proxy),
         state_defines="\n".join(f"#define {name} {i}" for i, name in enumerate(states)),
         trigger_defines="\n".join(f"#define {name} {i}" for i, name in enumerate(triggers)),
         initial=initial,

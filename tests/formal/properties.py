@@ -9,6 +9,7 @@ expects them to fail, which is how we know they bite.
 from __future__ import annotations
 
 import re
+import struct
 from collections.abc import Callable, Iterable
 from types import ModuleType
 
@@ -23,6 +24,7 @@ from tests.formal.strategies import (
     disconnect_variants,
     line_streams,
     near_misses,
+    proxy_headers,
     spaces,
 )
 
@@ -264,5 +266,182 @@ def handshake_outcomes(core: ModuleType, max_examples: int = 300, shrink: bool =
             assert session.shutdown() == b""
         assert session.state == "CLOSED" and session.reason == expected.reason
         assert feed(session, [b"hola\n"], end) == expected.replies, "a failed handshake answered"
+
+    return prop
+
+
+# -- the PROXY protocol header (O2): the parser, then the session's header phase ----------
+
+_accepts = st.sampled_from(["any", "v1", "v2"])
+
+
+def parse_outcome(proxy: ModuleType, pieces: list[bytes], accepts: str) -> tuple[reference.ProxyFields, bytes] | str:
+    """Feed ``pieces`` read by read, then end the stream: the header and every byte after it, or REJECTED."""
+    parser = proxy.ProxyParser(accepts)
+    try:
+        for i, piece in enumerate(pieces):
+            header = parser.feed(piece)
+            if header is not None:
+                return reference.proxy_fields(header), parser.leftover + b"".join(pieces[i + 1 :])
+        parser.finish()
+    except proxy.ProxyRejected as exc:
+        assert exc.reason, "a rejection says why"
+        return reference.REJECTED
+    raise AssertionError("finish() accepted an incomplete header")
+
+
+def _fits(header: bytes, accepts: str) -> bool:
+    return accepts == "any" or (accepts == "v1") == header.startswith(b"PROXY")
+
+
+def proxy_split_invariance(proxy: ModuleType, max_examples: int = 400, shrink: bool = True) -> Property:
+    """Any split of a valid header (and what follows it) gives the reference's header and the same leftover."""
+
+    @deterministic(max_examples, shrink)
+    @given(data=st.data(), header=proxy_headers(), after=st.binary(max_size=24), accepts=_accepts)
+    def prop(data: st.DataObject, header: bytes, after: bytes, accepts: str) -> None:
+        stream = header + after
+        expected = reference.proxy_header(stream, accepts)
+        if _fits(header, accepts):
+            assert expected != reference.REJECTED and expected[1] == after, "the generator made a bad header"
+        else:
+            assert expected == reference.REJECTED
+        assert parse_outcome(proxy, [stream], accepts) == expected
+        assert parse_outcome(proxy, data.draw(cuts(stream), label="reads"), accepts) == expected
+
+    return prop
+
+
+def proxy_truncations_rejected(proxy: ModuleType, max_examples: int = 200, shrink: bool = True) -> Property:
+    """Every strict prefix of a valid header, read whole or a byte at a time, then the end of stream: rejected."""
+
+    @deterministic(max_examples, shrink)
+    @given(header=proxy_headers())
+    def prop(header: bytes) -> None:
+        for size in range(len(header)):
+            prefix = header[:size]
+            assert parse_outcome(proxy, [prefix], "any") == reference.REJECTED, f"accepted {prefix!r}"
+            assert parse_outcome(proxy, [bytes([b]) for b in prefix], "any") == reference.REJECTED
+
+    return prop
+
+
+#: Bytes a corruption puts in: mostly the ones a header is made of, so that it can look valid.
+_header_bytes = st.one_of(st.sampled_from(b"0123456789abcdefABCDEF.: \r\n\x00\x11\x21"), st.integers(0, 255))
+
+
+def _v1_number_starts(header: bytes) -> list[int]:
+    """Where the IPv4 numbers and the ports of a TCP4/TCP6 line begin."""
+    if not header.startswith((b"PROXY TCP4 ", b"PROXY TCP6 ")):
+        return []
+    fields = header[:-2].split(b" ")
+    starts, at = [], 0
+    for index, field in enumerate(fields):
+        if index >= 4 or (index >= 2 and header.startswith(b"PROXY TCP4")):
+            starts.extend(at + i for i, part in enumerate(field) if i == 0 or field[i - 1] == ord("."))
+        at += len(field) + 1
+    return starts
+
+
+@st.composite
+def _corrupted(draw: st.DrawFn) -> tuple[bytes, bytes, bool]:
+    """A valid header with one byte replaced, dropped or added, or one of the breaks the format
+    names (a leading zero in a v1 number, a v1 line ended by LF alone or over 107 bytes, a v2
+    version other than 2, a v2 length over the cap, a TLV cut short).  The flag is True when
+    the result must be a rejection: a named break, or a fixed byte changed (v1: "PROXY ",
+    the separators, CRLF; v2: the signature)."""
+    header = draw(proxy_headers())
+    edit = draw(st.sampled_from(["replace", "drop", "insert"] * 2 + ["named"]))
+    if edit == "named":
+        broken = [b for b in _named_breaks(draw, header) if b is not None]
+        if broken:
+            return draw(st.sampled_from(broken)), header, True
+        edit = "insert"
+    at = draw(st.integers(0, len(header) - 1))
+    if header.startswith(b"PROXY"):
+        tcp = not header.startswith(b"PROXY UNKNOWN")
+        line_end = len(header) - 2
+        fixed = at < 6 or at >= line_end or (tcp and header[at] == 0x20)
+    else:
+        fixed = at < 12
+    if edit == "replace":
+        byte = draw(_header_bytes.filter(lambda b: b != header[at]))
+        return header[:at] + bytes([byte]) + header[at + 1 :], header, fixed
+    if edit == "drop":
+        return header[:at] + header[at + 1 :], header, fixed
+    byte = draw(_header_bytes)
+    return header[:at] + bytes([byte]) + header[at:], header, fixed and at < 6
+
+
+def _named_breaks(draw: st.DrawFn, header: bytes) -> list[bytes | None]:
+    if header.startswith(b"PROXY"):
+        starts = _v1_number_starts(header)
+        zero = draw(st.sampled_from(starts)) if starts else None
+        return [
+            header[:zero] + b"0" + header[zero:] if zero is not None else None,
+            header[:-2] + b"\n",
+            b"PROXY UNKNOWN " + b"f" * (108 - 16) + b"\r\n",  # 108 bytes
+        ]
+    version = draw(st.sampled_from([0, 1, 3, 4, 15]))
+    length = draw(st.integers(1025, 2048))  # and the bytes to fill it: the header is whole, only too long
+    oversized = header[:14] + struct.pack("!H", length) + header[16:]
+    addressed = header[12] == 0x21 and header[13] in (0x11, 0x21)
+    (old_length,) = struct.unpack("!H", header[14:16])
+    return [
+        header[:12] + bytes([version << 4 | header[12] & 0x0F]) + header[13:],
+        oversized + bytes(16 + length - len(oversized)),
+        header[:14] + struct.pack("!H", old_length + 2) + header[16:] + b"\x01\x00" if addressed else None,
+    ]
+
+
+def proxy_corruptions_rejected(proxy: ModuleType, max_examples: int = 800, shrink: bool = True) -> Property:
+    """A corrupted header is rejected, or read exactly as the reference reads those bytes; a corrupted
+    fixed byte is always rejected.  Never a header with other data, never its bytes left as input."""
+
+    @deterministic(max_examples, shrink)
+    @given(data=st.data(), corrupted=_corrupted(), after=st.sampled_from([b"", b"hola\n", b"\r\n", b"\n\n"]))
+    def prop(data: st.DataObject, corrupted: tuple[bytes, bytes, bool], after: bytes) -> None:
+        header, original, fixed = corrupted
+        stream = header + after
+        expected = reference.proxy_header(stream, "any")
+        if fixed and not stream.startswith(original):  # a dropped LF that the next bytes put back is no corruption
+            assert expected == reference.REJECTED, "the reference accepts a broken fixed byte"
+        assert parse_outcome(proxy, [stream], "any") == expected
+        assert parse_outcome(proxy, data.draw(cuts(stream), label="reads"), "any") == expected
+
+    return prop
+
+
+def proxy_session_phase(core: ModuleType, max_examples: int = 400, shrink: bool = True) -> Property:
+    """O2 through the session: after a valid header, the replies are the reference's for what follows it,
+    however the stream is cut; a missing, broken or cut header gets no byte back, no message is read,
+    and at the end of input the session is CLOSED by ``proxy_rejected``."""
+
+    @deterministic(max_examples, shrink)
+    @given(
+        data=st.data(),
+        header=st.one_of(proxy_headers(), _corrupted().map(lambda c: c[0]), st.just(b"")),
+        max_line=_max_lines,
+        end=_ends,
+        framing_ok=st.booleans(),
+    )
+    def prop(data: st.DataObject, header: bytes, max_line: int, end: str | None, framing_ok: bool) -> None:
+        stream = header + data.draw(line_streams(max_line), label="after")
+        seen: list[str] = []
+        limits = core.Limits(max_line=max_line, idle_timeout=0, proxy="any")
+        session = core.Session(limits, T0, (lambda text, reply: seen.append(text)) if framing_ok else None)
+        out = feed(session, data.draw(cuts(stream), label="reads"), end)
+        expected = reference.proxy_header(stream, "any")
+        if expected == reference.REJECTED:
+            assert out == b"", "a reply before a valid PROXY header"
+            assert seen == [], "a message read before a valid PROXY header"
+            if end is not None or session.state != "PROXY_HEADER":
+                assert (session.state, session.reason) == ("CLOSED", "proxy_rejected")
+            return
+        fields, rest = expected
+        assert reference.proxy_fields(session.header) == fields
+        replies = reference.line_replies(rest, max_line, end)
+        assert out == replies.replies
+        assert_outcome(session, replies)
 
     return prop

@@ -1,4 +1,4 @@
-"""A reference model of the protocol, written from SPEC L1-L8 and R1-R4, not from the code.
+"""A reference model of the protocol, written from SPEC L1-L8, R1-R4 and O2, not from the code.
 
 It is deliberately naive: it sees the whole byte stream of a connection at once
 and cuts it with ``bytes.find``, decodes with Python's strict decoder and folds
@@ -12,6 +12,9 @@ every reply byte and every close with it.
 from __future__ import annotations
 
 import codecs
+import re
+import socket
+import struct
 import unicodedata
 from dataclasses import dataclass
 
@@ -151,3 +154,97 @@ def raw_replies(chunks: list[bytes], end: str | None = None) -> Expected:
     if held:  # an unfinished character that never finished
         return Expected(bytes(out + INVALID_UTF8 + LF), answered + 1, "end_of_stream")
     return Expected(bytes(out), answered, "end_of_stream")
+
+
+# -- the PROXY protocol header (O2), from HAProxy's proxy-protocol.txt ----------------------
+
+#: What a header names, as the reference reads it: (version, command, family, source, destination);
+#: addresses as the bytes ``inet_pton`` gives, so that two spellings of one IPv6 address compare equal.
+ProxyFields = tuple[int, str, str, tuple[bytes, int] | None, tuple[bytes, int] | None]
+REJECTED = "rejected"
+
+_V2_SIGNATURE = b"\x0d\x0a\x0d\x0a\x00\x0d\x0a\x51\x55\x49\x54\x0a"
+_OCTET = rb"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_IPV4 = rb"(?:" + _OCTET + rb"\.){3}" + _OCTET
+_PORT = rb"(?:0|[1-9][0-9]{0,4})"
+_V1_LINE = re.compile(rb"PROXY ([\x20-\x7e]*)\r\n")
+_TCP4 = re.compile(rb"TCP4 (" + _IPV4 + rb") (" + _IPV4 + rb") (" + _PORT + rb") (" + _PORT + rb")")
+_TCP6 = re.compile(rb"TCP6 ([0-9A-Fa-f:.]+) ([0-9A-Fa-f:.]+) (" + _PORT + rb") (" + _PORT + rb")")
+
+
+def proxy_header(stream: bytes, accepts: str) -> tuple[ProxyFields, bytes] | str:
+    """The header at the start of a whole stream (its end of stream included) and the bytes after it,
+    or REJECTED.  ``accepts`` is "v1", "v2" or "any"."""
+    if stream.startswith(b"PROXY") and accepts != "v2":
+        return _proxy_v1(stream)
+    if stream.startswith(_V2_SIGNATURE) and accepts != "v1":
+        return _proxy_v2(stream)
+    return REJECTED
+
+
+def _proxy_v1(stream: bytes) -> tuple[ProxyFields, bytes] | str:
+    line = _V1_LINE.match(stream)
+    if line is None or line.end() > 107:
+        return REJECTED
+    body, rest = line.group(1), stream[line.end() :]
+    if body == b"UNKNOWN" or body.startswith(b"UNKNOWN "):
+        return (1, "PROXY", "UNSPEC", None, None), rest
+    for pattern, family, af in ((_TCP4, "INET", socket.AF_INET), (_TCP6, "INET6", socket.AF_INET6)):
+        match = pattern.fullmatch(body)
+        if match is None:
+            continue
+        try:
+            source, destination = (socket.inet_pton(af, match.group(i).decode()) for i in (1, 2))
+        except OSError:
+            return REJECTED
+        ports = int(match.group(3)), int(match.group(4))
+        if max(ports) > 65535:
+            return REJECTED
+        return (1, "PROXY", family, (source, ports[0]), (destination, ports[1])), rest
+    return REJECTED
+
+
+def _proxy_v2(stream: bytes) -> tuple[ProxyFields, bytes] | str:
+    if len(stream) < 16:
+        return REJECTED
+    _, version_command, family_transport, length = struct.unpack("!12sBBH", stream[:16])
+    version, command = version_command >> 4, version_command & 0x0F
+    family, transport = family_transport >> 4, family_transport & 0x0F
+    if version != 2 or command > 1 or family > 3 or transport > 2 or length > 1024:
+        return REJECTED
+    if len(stream) < 16 + length:
+        return REJECTED
+    block, rest = stream[16 : 16 + length], stream[16 + length :]
+    names = {0: "UNSPEC", 1: "INET", 2: "INET6", 3: "UNIX"}
+    if command == 0:
+        return (2, "LOCAL", names[family], None, None), rest
+    if family in (1, 2) and transport == 2:
+        return REJECTED  # UDP
+    if family not in (1, 2) or transport != 1:
+        return (2, "PROXY", names[family], None, None), rest
+    size = 4 if family == 1 else 16
+    if length < 2 * size + 4:
+        return REJECTED
+    source, destination = block[:size], block[size : 2 * size]
+    source_port, destination_port = struct.unpack("!HH", block[2 * size : 2 * size + 4])
+    tlvs = block[2 * size + 4 :]
+    while tlvs:
+        if len(tlvs) < 3:
+            return REJECTED
+        (value_length,) = struct.unpack("!H", tlvs[1:3])
+        if len(tlvs) < 3 + value_length:
+            return REJECTED
+        tlvs = tlvs[3 + value_length :]
+    return (2, "PROXY", names[family], (source, source_port), (destination, destination_port)), rest
+
+
+def proxy_fields(header: object) -> ProxyFields:
+    """The core's ProxyHeader in the reference's terms."""
+
+    def packed(address: tuple[str, int] | None) -> tuple[bytes, int] | None:
+        if address is None:
+            return None
+        host, port = address
+        return socket.inet_pton(socket.AF_INET6 if ":" in host else socket.AF_INET, host), port
+
+    return (header.version, header.command, header.family, packed(header.source), packed(header.destination))

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 
-STATES = ("CONNECTED", "ECHOING", "CLOSING", "CLOSED", "HANDSHAKE")
+STATES = ("CONNECTED", "ECHOING", "CLOSING", "CLOSED", "HANDSHAKE", "PROXY_HEADER")
 INITIAL = "CONNECTED"
 FINAL = "CLOSED"
 OPEN = ("CONNECTED", "ECHOING")
-#: The states a session may start in: INITIAL, then the phases a server option puts before it (O6: TLS).
-ENTRIES = ("CONNECTED", "HANDSHAKE")
+#: The states a session may start in: INITIAL, then the phases a server option puts before it
+#: (O6: the TLS handshake; O2: the PROXY protocol header).
+ENTRIES = ("CONNECTED", "HANDSHAKE", "PROXY_HEADER")
 
 #: (state, trigger) -> destination, row by row from the SPEC 4 table.
 TABLE: dict[tuple[str, str], str] = {
@@ -26,9 +27,13 @@ TABLE: dict[tuple[str, str], str] = {
     **{(state, "idle_timeout"): "CLOSING" for state in OPEN},
     **{(state, "shutdown"): "CLOSING" for state in OPEN},
     ("CLOSING", "flushed"): "CLOSED",
-    **{(state, "abort"): "CLOSED" for state in ("CONNECTED", "ECHOING", "CLOSING", "HANDSHAKE")},
+    **{(state, "abort"): "CLOSED" for state in ("CONNECTED", "ECHOING", "CLOSING", "HANDSHAKE", "PROXY_HEADER")},
+    # O6: the TLS handshake
     ("HANDSHAKE", "handshake_done"): "CONNECTED",
     ("HANDSHAKE", "handshake_failed"): "CLOSED",
+    # O2: the PROXY protocol header phase
+    ("PROXY_HEADER", "proxy_header"): "CONNECTED",
+    ("PROXY_HEADER", "proxy_rejected"): "CLOSED",
 }
 TRIGGERS = tuple(sorted({trigger for _, trigger in TABLE}))
 
@@ -100,14 +105,16 @@ def reachable(table: Table, start: str) -> set[str]:
 def graph_problems(table: Table, states: Iterable[str], initial: str, entries: Iterable[str] = ENTRIES) -> list[str]:
     """CONNECTED initial, every state reachable from an entry, CLOSED reachable from every state and absorbing."""
     states = list(states)
-    entries = [initial, *(entry for entry in entries if entry != INITIAL)]
+    entries = list(entries)
     problems = []
     if initial != INITIAL:
         problems.append(f"initial state is {initial}, not {INITIAL}")
-    seen = set().union(*(reachable(table, entry) for entry in entries))
-    unreachable = [state for state in states if state not in seen]
+    if initial not in entries:
+        problems.append(f"the initial state {initial} is not an entry state")
+    from_entries = set().union(*(reachable(table, entry) for entry in entries))
+    unreachable = [state for state in states if state not in from_entries]
     if unreachable:
-        problems.append(f"unreachable from {entries}: {unreachable}")
+        problems.append(f"unreachable from the entry states {entries}: {unreachable}")
     stuck = [state for state in states if FINAL not in reachable(table, state)]
     if stuck:
         problems.append(f"{FINAL} cannot be reached from {stuck}")

@@ -7,6 +7,8 @@ in CI does exactly what the last local run did and takes about as long.
 
 from __future__ import annotations
 
+import ipaddress
+import struct
 import unicodedata
 
 from hypothesis import HealthCheck, Phase, settings
@@ -132,3 +134,61 @@ def cuts(draw: st.DrawFn, data: bytes) -> list[bytes]:
         points = list(range(1, len(data)))  # one byte per segment
     bounds = [0, *points, len(data)]
     return [data[a:b] for a, b in zip(bounds, bounds[1:], strict=False)]
+
+
+# -- PROXY protocol headers (O2) -------------------------------------------------------
+
+V2_SIGNATURE = b"\r\n\r\n\x00\r\nQUIT\n"
+
+
+def _ipv6_spelling(address: ipaddress.IPv6Address, form: str) -> str:
+    text = address.exploded if form == "exploded" else address.compressed
+    return text.upper() if form == "upper" else text
+
+
+@st.composite
+def v1_headers(draw: st.DrawFn) -> bytes:
+    """A valid version 1 line: TCP4, TCP6 (in several spellings) or UNKNOWN, with or without addresses."""
+    kind = draw(st.sampled_from(["TCP4", "TCP6", "UNKNOWN"]))
+    ports = st.integers(0, 65535).map(str)
+    if kind == "TCP4":
+        source, destination = (str(draw(st.ip_addresses(v=4))) for _ in range(2))
+    elif kind == "TCP6":
+        form = draw(st.sampled_from(["compressed", "exploded", "upper"]))
+        source, destination = (_ipv6_spelling(draw(st.ip_addresses(v=6)), form) for _ in range(2))
+    else:
+        full = ":".join(["ffff"] * 8)
+        tail = draw(st.sampled_from(["", " ", " 1.2.3.4 5.6.7.8 1 2", f" {full} {full} 65535 65535"]))  # 107 bytes
+        return f"PROXY UNKNOWN{tail}\r\n".encode()
+    return f"PROXY {kind} {source} {destination} {draw(ports)} {draw(ports)}\r\n".encode()
+
+
+def _tlvs(draw: st.DrawFn) -> bytes:
+    values = draw(st.lists(st.tuples(st.integers(0, 255), st.binary(max_size=24)), max_size=4))
+    return b"".join(bytes([kind]) + struct.pack("!H", len(value)) + value for kind, value in values)
+
+
+@st.composite
+def v2_headers(draw: st.DrawFn) -> bytes:
+    """A valid version 2 header: PROXY over TCP/IPv4 or TCP/IPv6 with TLVs, UNSPEC, AF_UNIX, or LOCAL."""
+    kind = draw(st.sampled_from(["INET", "INET6", "UNSPEC", "UNIX", "LOCAL"]))
+    command = 0x20 if kind == "LOCAL" else 0x21
+    if kind in ("INET", "INET6"):
+        version = 4 if kind == "INET" else 6
+        family = 0x11 if kind == "INET" else 0x21
+        addresses = b"".join(draw(st.ip_addresses(v=version)).packed for _ in range(2))
+        block = addresses + struct.pack("!HH", draw(st.integers(0, 65535)), draw(st.integers(0, 65535))) + _tlvs(draw)
+    elif kind == "UNIX":
+        family = draw(st.sampled_from([0x30, 0x31, 0x32]))
+        block = draw(st.binary(min_size=216, max_size=216)) + _tlvs(draw)
+    elif kind == "UNSPEC":
+        family = draw(st.sampled_from([0x00, 0x01, 0x02, 0x10, 0x20]))
+        block = draw(st.binary(max_size=40))
+    else:  # LOCAL: any valid family, any block; the receiver ignores both
+        family = draw(st.sampled_from([0x00, 0x11, 0x12, 0x21, 0x22, 0x31, 0x32]))
+        block = draw(st.binary(max_size=40))
+    return V2_SIGNATURE + bytes([command, family]) + struct.pack("!H", len(block)) + block
+
+
+def proxy_headers() -> st.SearchStrategy[bytes]:
+    return st.one_of(v1_headers(), v2_headers())

@@ -14,6 +14,17 @@ from statemachine.session import Limits, Session
 from tests.formal import spec_table
 
 
+def test_the_entry_states_are_the_specs():
+    assert list(spec_table.ENTRIES) == machine.ENTRY_STATES
+    assert machine.ENTRY_STATES[0] == machine.INITIAL
+    for entry in spec_table.ENTRIES:
+        assert machine.SessionModel(entry).state == entry
+
+
+def test_a_session_with_proxy_on_starts_in_the_header_phase():
+    assert Session(Limits(proxy="any"), now=0.0).state == "PROXY_HEADER"
+
+
 def test_the_spec_table_itself_has_the_graph_properties():
     assert spec_table.graph_problems(spec_table.TABLE, spec_table.STATES, spec_table.INITIAL) == []
 

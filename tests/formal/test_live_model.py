@@ -19,6 +19,12 @@ reply byte and every close from the bytes sent so far.  After every step:
 
 At the end the server is sent SIGTERM: every open session must get exactly
 its shutdown notice (L11) and a close, and the server must exit 0.
+
+A second variant runs the server with ``--proxy-protocol any`` (O2): every
+connection opens with a PROXY header (v1 or v2) naming a made-up client, and
+the "Connection established" lines must name exactly those clients; another
+rule opens connections whose header the reference rejects (no header, a broken
+or cut one), which must get no byte at all, and one refusal line each.
 """
 
 from __future__ import annotations
@@ -40,7 +46,8 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 from client.connection import Connection, ServerError
 from server.messages import ENGLISH
 from tests.formal import reference
-from tests.formal.strategies import any_char, deterministic, disconnect_variants, line_streams
+from tests.formal.strategies import any_char, deterministic, disconnect_variants, line_streams, proxy_headers
+from tests.proxywire import v1, v2
 from tests.serverproc import ServerProcess
 from tests.wire import connect, read_exactly, read_until_closed
 
@@ -65,6 +72,8 @@ RAW, CLIENT = "raw", "client"
 _CLOSED_LINE = re.compile(r"^Connection closed with client \(.*?\): (.+)$")
 _DISCONNECT_LINE = re.compile(r"^Client \(.*\) asks to disconnect\.$")
 _REASON = {words: reason for reason, words in ENGLISH.reasons.items()}
+_ESTABLISHED = "Connection established with client "
+_REFUSED = "(PROXY protocol): "
 _RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends a reset
 
 
@@ -119,10 +128,17 @@ def _wait_until(condition: Callable[[], bool], timeout: float = READ_DEADLINE) -
         time.sleep(0.01)
 
 
+_clients = st.tuples(st.ip_addresses(v=4).map(str), st.integers(1, 65535))
+
+
 class LiveServerModel(RuleBasedStateMachine):
+    proxy = False  # O2: the variant below runs the server with --proxy-protocol any
+
     def __init__(self) -> None:
         super().__init__()
-        self.server = ServerProcess(*SERVER_ARGS)
+        self.server = ServerProcess(*SERVER_ARGS, *(("--proxy-protocol", "any") if self.proxy else ()))
+        self.named: Counter[str] = Counter()  # O2: the clients the headers named
+        self.refused = 0  # O2: connections refused for their header
         self.open: list[Link] = []
         self.finished: list[Link] = []  # closed, kept for the message count
         self.admitted = 0
@@ -167,16 +183,42 @@ class LiveServerModel(RuleBasedStateMachine):
     # -- rules --------------------------------------------------------------------
 
     @precondition(lambda self: len(self.open) < MAX_SESSIONS)
-    @rule(kind=st.sampled_from([RAW, CLIENT]))
+    @rule(kind=st.sampled_from([RAW, CLIENT]), client=_clients, version=st.sampled_from([v1, v2]))
     @step
-    def open_connection(self, kind: str) -> None:
+    def open_connection(self, kind: str, client: tuple[str, int], version: Callable[..., bytes]) -> None:
         if kind == RAW:
             session = Link(RAW, sock=connect(self.server.address, timeout=READ_DEADLINE))
         else:
-            client = Connection(self.server.host, self.server.port, timeout=READ_DEADLINE).connect()
-            session = Link(CLIENT, client=client)
+            connection = Connection(self.server.host, self.server.port, timeout=READ_DEADLINE).connect()
+            session = Link(CLIENT, client=connection)
+        if self.proxy:  # O2: the header first, as a load balancer sends it
+            sock = session.sock if kind == RAW else session.client._socket()
+            sock.sendall(version(client, ("127.0.0.1", self.server.port)))
+            self.named[str(client)] += 1
         self.open.append(session)
         self.admitted += 1
+
+    @precondition(lambda self: self.proxy and len(self.open) < MAX_SESSIONS and self.refused < 4)
+    @rule(
+        payload=st.one_of(
+            line_streams(MAX_LINE),
+            proxy_headers().flatmap(lambda h: st.integers(0, len(h) - 1).map(lambda n: h[:n])),
+            proxy_headers().flatmap(lambda h: st.binary(min_size=1, max_size=3).map(lambda b: b + h)),
+        )
+    )
+    @step
+    def open_with_a_bad_header(self, payload: bytes) -> None:
+        """O2: a header the reference rejects (none, cut, preceded by junk), then the end of stream: nothing back."""
+        if reference.proxy_header(payload, "any") != reference.REJECTED:
+            return  # the bytes happened to make a valid header
+        with connect(self.server.address, timeout=READ_DEADLINE) as sock:
+            try:
+                sock.sendall(payload)
+                sock.shutdown(socket.SHUT_WR)
+                assert read_until_closed(sock, timeout=READ_DEADLINE) == b""
+            except (ConnectionResetError, BrokenPipeError):
+                pass  # closed with our bytes unread: a reset, and still nothing was sent
+        self.refused += 1
 
     @precondition(lambda self: len(self.open) == MAX_SESSIONS and self.busy < 2)
     @rule()
@@ -287,20 +329,26 @@ class LiveServerModel(RuleBasedStateMachine):
     def console_agrees_with_the_model(self) -> None:
         messages = sum(s.expected().messages for s in self.open) + self._finished_messages()
 
-        def observed() -> tuple[int, Counter[str], int, int]:
+        def observed() -> tuple[int, Counter[str], int, int, Counter[str], int]:
             lines = list(self.server.stdout)
+            errors = list(self.server.stderr)
             closed = Counter(_REASON[m.group(1)] for line in lines if (m := _CLOSED_LINE.match(line)))
             closed["disconnect"] += sum(bool(_DISCONNECT_LINE.match(line)) for line in lines)  # the seed's line (S4)
+            established = [line.removeprefix(_ESTABLISHED) for line in lines if line.startswith(_ESTABLISHED)]
             return (
-                sum(line.startswith("Connection established with client") for line in lines),
+                len(established),
                 closed,
                 sum(line.startswith("Message received: ") for line in lines),
-                sum("Server busy: connection refused" in line for line in self.server.stderr),
+                sum("Server busy: connection refused" in line for line in errors),
+                Counter(established) if self.proxy else Counter(),
+                sum(_REFUSED in line for line in errors),
             )
 
-        wanted = (self.admitted, self.reasons, messages, self.busy)
+        wanted = (self.admitted, self.reasons, messages, self.busy, self.named, self.refused)
         _wait_until(lambda: observed() == wanted)
-        assert observed() == wanted, "(established, closed reasons, messages, busy) on the console vs the model"
+        assert observed() == wanted, (
+            "(established, closed reasons, messages, busy, named clients, PROXY refusals) on the console vs the model"
+        )
 
     @invariant()
     @step
@@ -352,4 +400,15 @@ def test_live_server_follows_the_reference_model():
     run_state_machine_as_test(
         LiveServerModel,
         settings=settings(deterministic(20, shrink=False), stateful_step_count=40),
+    )
+
+
+class ProxiedLiveServerModel(LiveServerModel):
+    proxy = True
+
+
+def test_live_server_behind_the_proxy_protocol_follows_the_reference_model():
+    run_state_machine_as_test(
+        ProxiedLiveServerModel,
+        settings=settings(deterministic(10, shrink=False), stateful_step_count=40),
     )

@@ -1,12 +1,14 @@
 """Model check of the design with spin: the Promela model is generated from the machine's declaration.
 
-For the model with and without the idle timeout (L9), and with and without
-the TLS handshake first (O6), spin explores every interleaving of client,
-session and operator and must report:
+For the model with and without the idle timeout (L9), and with a server that
+may or may not start a session with the TLS handshake (O6) or the PROXY header
+(O2), spin explores every interleaving of client, session and operator and must
+report:
 
 * no assertion violation and no invalid end state (``pan`` without the claim):
   no undeclared (state, trigger) pair is ever fired, every reply arrives once
-  and in order before the close, nothing is sent after the close;
+  and in order before the close, nothing is sent after the close, nothing is
+  sent before a valid PROXY header;
 * no acceptance cycle for ``<> (state == CLOSED)`` (``pan -a``): every session
   reaches CLOSED;
 * no declared transition left unreached, but for those of the phase the
@@ -95,33 +97,39 @@ def untaken_transitions(text: str, report: str) -> set[str]:
     return {lines[number] for number in unreached_lines(report, "Session") & set(lines)}
 
 
-@pytest.mark.parametrize("idle", [True, False], ids=["idle-timeout-on", "idle-timeout-off"])
-def test_no_invalid_end_state_and_every_reply_arrives_before_the_close(idle, tmp_path):
-    text = generate(idle=idle, tls=True)
+def _lines(pairs: set[tuple[str, str]]) -> set[str]:
+    return {
+        f":: state == {source} && t == {trigger} -> state = {spec_table.TABLE[(source, trigger)]}"
+        for source, trigger in pairs
+    }
+
+
+def _leaving(state: str) -> set[str]:
+    return _lines({pair for pair in spec_table.TABLE if pair[0] == state})
+
+
+# What a model without an option cannot take: the idle timeout's two transitions, each phase's three.
+_IDLE_ONLY = _lines({(state, "idle_timeout") for state in spec_table.OPEN})
+_OPTIONS = [
+    pytest.param(True, True, True, set(), id="idle-timeout-on-tls-proxy-either"),
+    pytest.param(False, True, True, _IDLE_ONLY, id="idle-timeout-off-tls-proxy-either"),
+    pytest.param(True, False, True, _leaving("HANDSHAKE"), id="idle-timeout-on-no-tls"),
+    pytest.param(True, True, False, _leaving("PROXY_HEADER"), id="idle-timeout-on-no-proxy"),
+]
+
+
+@pytest.mark.parametrize(("idle", "tls", "proxy", "untaken"), _OPTIONS)
+def test_no_invalid_end_state_and_every_reply_arrives_before_the_close(idle, tls, proxy, untaken, tmp_path):
+    text = generate(idle=idle, tls=tls, proxy=proxy)
     report = verify(text, tmp_path, liveness=False)
     assert "invalid end states\t+" in report and "assertion violations\t+" in report
     assert errors(report) == 0, report
-    if idle:
-        assert untaken_transitions(text, report) == set()
-    else:  # with the idle timeout off, its two transitions cannot be taken
-        assert {line.split(" && ")[1].split()[2] for line in untaken_transitions(text, report)} == {"idle_timeout"}
-
-
-def test_without_tls_only_the_handshake_transitions_are_left_out(tmp_path):
-    text = generate(tls=False)
-    report = verify(text, tmp_path, liveness=False)
-    assert errors(report) == 0, report
-    assert untaken_transitions(text, report) == handshake_lines(text)
-
-
-def handshake_lines(text: str) -> set[str]:
-    """The fire() branches that leave HANDSHAKE: a model without TLS never takes them."""
-    return {line for line in promela.fire_lines(text).values() if line.startswith(":: state == HANDSHAKE ")}
+    assert untaken_transitions(text, report) == untaken
 
 
 @pytest.mark.parametrize("idle", [True, False], ids=["idle-timeout-on", "idle-timeout-off"])
 def test_every_session_reaches_closed(idle, tmp_path):
-    report = verify(generate(idle=idle, tls=True), tmp_path, liveness=True)
+    report = verify(generate(idle=idle, tls=True, proxy=True), tmp_path, liveness=True)
     assert "acceptance   cycles \t+" in report and "never claim         \t+ (closes)" in report
     assert errors(report) == 0, report
 
@@ -130,17 +138,8 @@ def test_every_session_reaches_closed(idle, tmp_path):
     "mutant", [m for m in mutants.TABLE_MUTANTS if mutants.SPIN in m.killed_by], ids=lambda m: m.name
 )
 def test_spin_rejects_a_broken_table(mutant, tmp_path):
-    """An error, or a declared transition that no execution takes (idle timeout on).
-
-    The model with the TLS handshake goes first; the one without it, which
-    starts in the declared initial state, only when the first has no objection.
-    """
+    """An error, or a declared transition that no execution takes (idle timeout on, every entry possible)."""
     broken = mutants.build(mutant)
-    table, states = machine.table(broken), list(broken.states)
-    text = generate(table, states, broken.initial, tls=True)
-    report = verify(text, tmp_path / "tls", liveness=False)
-    if errors(report) > 0 or untaken_transitions(text, report):
-        return
-    text = generate(table, states, broken.initial, tls=False)
-    report = verify(text, tmp_path / "plain", liveness=False)
-    assert errors(report) > 0 or untaken_transitions(text, report) - handshake_lines(text)
+    text = generate(machine.table(broken), list(broken.states), broken.initial)
+    report = verify(text, tmp_path, liveness=False)
+    assert errors(report) > 0 or untaken_transitions(text, report)

@@ -59,3 +59,10 @@ def test_the_unmutated_copy_passes_the_same_checks() -> None:
     """The harness itself: a copy made the mutants' way, with nothing changed, is not caught."""
     core = mutants.session_with()
     assert [check for check in ("framing_invariance", "raw_reads_are_messages") if _fails(check, core)] == []
+
+
+@pytest.mark.parametrize("mutant", mutants.PROXY_MUTANTS, ids=lambda m: f"{m.rule} {m.name}")
+def test_proxy_parser_mutant_is_caught(mutant: mutants.SourceMutant) -> None:
+    parser = mutant.make()
+    survived = sorted(check for check in mutant.killed_by if not _fails(check, parser))
+    assert survived == [], f"{mutant.name}: these properties did not notice"

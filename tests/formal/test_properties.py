@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from statemachine import proxy
 from statemachine import session as core
 from tests.formal import properties, reference
 
@@ -59,3 +60,22 @@ def test_a_raw_read_ending_in_an_impossible_sequence_is_invalid():
 
 def test_a_tls_session_answers_only_after_its_handshake_and_a_failed_one_nothing():
     properties.handshake_outcomes(core)()
+
+
+# The PROXY protocol header (O2).
+
+
+def test_a_proxy_header_split_anywhere_reads_the_same():
+    properties.proxy_split_invariance(proxy)()
+
+
+def test_every_truncated_proxy_header_is_rejected_at_end_of_stream():
+    properties.proxy_truncations_rejected(proxy)()
+
+
+def test_a_corrupted_proxy_header_is_rejected_or_read_as_the_reference_reads_it():
+    properties.proxy_corruptions_rejected(proxy)()
+
+
+def test_the_session_answers_nothing_before_a_valid_proxy_header_and_everything_after_it():
+    properties.proxy_session_phase(core)()

@@ -18,6 +18,7 @@ from statemachine.machine import (
     INITIAL,
     MACHINE,
     PLAIN,
+    PROXY_HEADER,
     STATES,
     TRIGGERS,
     MachineError,
@@ -49,6 +50,9 @@ SPEC_TABLE = {
     (HANDSHAKE, "abort"): CLOSED,
     (HANDSHAKE, "handshake_done"): CONNECTED,
     (HANDSHAKE, "handshake_failed"): CLOSED,
+    (PROXY_HEADER, "abort"): CLOSED,
+    (PROXY_HEADER, "proxy_header"): CONNECTED,
+    (PROXY_HEADER, "proxy_rejected"): CLOSED,
 }
 SPEC_TRIGGERS = {
     "message",
@@ -61,22 +65,30 @@ SPEC_TRIGGERS = {
     "abort",
     "handshake_done",
     "handshake_failed",
+    "proxy_header",
+    "proxy_rejected",
 }
-ALL_PAIRS = list(itertools.product([CONNECTED, ECHOING, CLOSING, CLOSED, HANDSHAKE], sorted(SPEC_TRIGGERS)))
+ALL_PAIRS = list(
+    itertools.product([CONNECTED, ECHOING, CLOSING, CLOSED, HANDSHAKE, PROXY_HEADER], sorted(SPEC_TRIGGERS))
+)
 
 
 def test_states_and_ends_are_the_specs():
-    assert STATES == [CONNECTED, ECHOING, CLOSING, CLOSED, HANDSHAKE]
+    assert STATES == [CONNECTED, ECHOING, CLOSING, CLOSED, HANDSHAKE, PROXY_HEADER]
     assert (INITIAL, FINAL) == (CONNECTED, CLOSED)
+    assert ENTRY_STATES == [CONNECTED, HANDSHAKE, PROXY_HEADER]
     assert SessionModel().state == CONNECTED
+    assert SessionModel(PROXY_HEADER).state == PROXY_HEADER
 
 
-def test_a_session_starts_only_in_an_entry_state():
-    assert ENTRY_STATES == [CONNECTED, HANDSHAKE]
-    assert SessionModel(HANDSHAKE).state == HANDSHAKE
-    for state in (ECHOING, CLOSING, CLOSED):
-        with pytest.raises(ValueError, match="cannot start in"):
-            SessionModel(state)
+@pytest.mark.parametrize("state", [ECHOING, CLOSING, CLOSED, "NOWHERE"])
+def test_a_session_starts_only_in_an_entry_state(state):
+    with pytest.raises(ValueError, match="cannot start in"):
+        SessionModel(state)
+
+
+def test_a_session_may_start_in_each_entry_state():
+    assert [SessionModel(state).state for state in ENTRY_STATES] == ENTRY_STATES
 
 
 def test_declared_table_is_the_spec_table():

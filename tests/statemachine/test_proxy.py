@@ -1,0 +1,180 @@
+"""The PROXY protocol header parser (O2): the specification's examples, its limits and our choices."""
+
+from __future__ import annotations
+
+import struct
+
+import pytest
+
+from statemachine.proxy import (
+    INET,
+    INET6,
+    LOCAL,
+    PROXY,
+    UNIX,
+    UNSPEC,
+    V1_MAX,
+    V2_MAX_LENGTH,
+    V2_SIGNATURE,
+    ProxyHeader,
+    ProxyParser,
+    ProxyRejected,
+)
+
+
+def v2(command: int, family: int, block: bytes, length: int | None = None) -> bytes:
+    size = len(block) if length is None else length
+    return V2_SIGNATURE + bytes([command, family]) + struct.pack("!H", size) + block
+
+
+def inet_block(source: bytes, destination: bytes, ports: tuple[int, int], tlvs: bytes = b"") -> bytes:
+    return source + destination + struct.pack("!HH", *ports) + tlvs
+
+
+def parse(data: bytes, accepts: str = "any") -> tuple[ProxyHeader | None, bytes]:
+    parser = ProxyParser(accepts)
+    header = parser.feed(data)
+    return header, parser.leftover
+
+
+def rejection(data: bytes, accepts: str = "any") -> str:
+    with pytest.raises(ProxyRejected) as error:
+        parser = ProxyParser(accepts)
+        if parser.feed(data) is None:
+            parser.finish()
+    return error.value.reason
+
+
+# -- version 1 -----------------------------------------------------------------------
+
+
+def test_the_specification_example_and_what_follows_it():
+    header, rest = parse(b"PROXY TCP4 192.168.0.1 192.168.0.11 56324 443\r\nGET / HTTP/1.1\r\n")
+    assert header == ProxyHeader(1, PROXY, INET, ("192.168.0.1", 56324), ("192.168.0.11", 443))
+    assert rest == b"GET / HTTP/1.1\r\n"
+
+
+def test_v1_tcp6_and_unknown():
+    header, _ = parse(b"PROXY TCP6 2001:DB8::7 ::1 4242 5000\r\n")
+    assert header == ProxyHeader(1, PROXY, INET6, ("2001:db8::7", 4242), ("::1", 5000))
+    assert parse(b"PROXY UNKNOWN\r\n") == (ProxyHeader(1, PROXY, UNSPEC), b"")
+    assert parse(b"PROXY UNKNOWN whatever is here\r\nhola\n") == (ProxyHeader(1, PROXY, UNSPEC), b"hola\n")
+
+
+def test_the_longest_v1_line_is_107_bytes():
+    full = "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"
+    longest = f"PROXY UNKNOWN {full} {full} 65535 65535\r\n".encode()
+    assert len(longest) == V1_MAX
+    assert parse(longest)[0] == ProxyHeader(1, PROXY, UNSPEC)
+    assert "107" in rejection(longest[:-2] + b" \r\n")
+    assert "107" in rejection(b"PROXY UNKNOWN " + b"x" * 100)  # no need to wait for more
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        b"PROXY TCP4 1.2.3.4 5.6.7.8 1 2\n",  # LF alone
+        b"PROXY TCP4 1.2.3.4 5.6.7.8 1 2\r",  # CR alone, then the end of stream
+        b"PROXY TCP4 1.2.3.4 5.6.7.8 1 2\rx\n",
+        b"PROXY TCP4 1.2.3.4  5.6.7.8 1 2\r\n",  # two spaces
+        b"PROXY TCP4 1.2.3.4 5.6.7.8 1 2 \r\n",
+        b"PROXY TCP4 1.2.3.4 5.6.7.8 1\r\n",
+        b"PROXY TCP4 01.2.3.4 5.6.7.8 1 2\r\n",  # leading zero
+        b"PROXY TCP4 1.2.3.4 5.6.7.8 01 2\r\n",
+        b"PROXY TCP4 1.2.3.4 5.6.7.8 1 65536\r\n",
+        b"PROXY TCP4 1.2.3.256 5.6.7.8 1 2\r\n",
+        b"PROXY TCP4 1.2.3 5.6.7.8 1 2\r\n",
+        b"PROXY TCP4 ::1 ::1 1 2\r\n",  # the family says IPv4
+        b"PROXY TCP6 1.2.3.4 5.6.7.8 1 2\r\n",
+        b"PROXY TCP6 fe80::1%eth0 ::1 1 2\r\n",  # a zone is not an address
+        b"PROXY TCP6 1::2::3 ::1 1 2\r\n",
+        b"PROXY UDP4 1.2.3.4 5.6.7.8 1 2\r\n",
+        b"PROXY tcp4 1.2.3.4 5.6.7.8 1 2\r\n",
+        b"PROXY UNKNOWNX\r\n",
+        b"PROXY TCP4 \xd9\xa1.2.3.4 5.6.7.8 1 2\r\n",  # a non-ASCII digit
+        b"PROXY  TCP4 1.2.3.4 5.6.7.8 1 2\r\n",
+        b"PROXY\r\n",
+        b"proxy TCP4 1.2.3.4 5.6.7.8 1 2\r\n",
+    ],
+)
+def test_v1_strict_syntax(line):
+    assert rejection(line)
+
+
+def test_plain_text_is_refused_at_its_first_byte():
+    assert rejection(b"h") == "not a PROXY protocol version 1 or 2 header"
+    assert rejection(b"PROXI") == "not a PROXY protocol header"
+    assert rejection(b"hola\n", "v1") == "not a PROXY protocol version 1 header"
+
+
+# -- version 2 -----------------------------------------------------------------------
+
+
+def test_v2_tcp4_with_tlvs_and_what_follows():
+    tlvs = b"\x01\x00\x02h2" + b"\x04\x00\x00"  # ALPN, NOOP
+    data = v2(0x21, 0x11, inet_block(bytes([203, 0, 113, 7]), bytes([10, 0, 0, 1]), (4242, 5000), tlvs))
+    assert parse(data + b"hola\n") == (
+        ProxyHeader(2, PROXY, INET, ("203.0.113.7", 4242), ("10.0.0.1", 5000)),
+        b"hola\n",
+    )
+
+
+def test_v2_tcp6():
+    source = bytes.fromhex("20010db8000000000000000000000007")
+    destination = bytes(15) + b"\x01"
+    header, _ = parse(v2(0x21, 0x21, inet_block(source, destination, (1, 65535))))
+    assert header == ProxyHeader(2, PROXY, INET6, ("2001:db8::7", 1), ("::1", 65535))
+
+
+def test_v2_local_unspec_and_unix_name_no_address():
+    assert parse(v2(0x20, 0x00, b""))[0] == ProxyHeader(2, LOCAL, UNSPEC)
+    assert parse(v2(0x20, 0x11, b"anything at all"))[0] == ProxyHeader(2, LOCAL, INET)  # LOCAL ignores the block
+    assert parse(v2(0x21, 0x00, b""))[0] == ProxyHeader(2, PROXY, UNSPEC)
+    assert parse(v2(0x21, 0x31, bytes(216)))[0] == ProxyHeader(2, PROXY, UNIX)
+
+
+@pytest.mark.parametrize(
+    ("data", "words"),
+    [
+        (v2(0x11, 0x11, bytes(12)), "version 1, not 2"),
+        (v2(0x22, 0x11, bytes(12)), "unknown command"),
+        (v2(0x21, 0x41, bytes(12)), "unknown address family"),
+        (v2(0x21, 0x13, bytes(12)), "unknown address family"),
+        (v2(0x21, 0x12, bytes(12)), "UDP"),
+        (v2(0x21, 0x11, bytes(11)), "cannot hold"),
+        (v2(0x21, 0x11, bytes(12) + b"\x01\x00"), "TLV cut short"),
+        (v2(0x21, 0x11, bytes(12) + b"\x01\x00\x05abc"), "TLV longer"),
+        (v2(0x21, 0x11, bytes(12), length=14), "end of stream inside"),
+        (b"\r\n\r\n\x00\r\nQUIT\r", "signature"),
+    ],
+)
+def test_v2_rejections(data, words):
+    assert words in rejection(data)
+
+
+def test_an_oversized_v2_header_is_refused_from_its_length_field():
+    assert parse(v2(0x21, 0x00, bytes(V2_MAX_LENGTH)))[0] == ProxyHeader(2, PROXY, UNSPEC)
+    over = v2(0x21, 0x11, b"", length=V2_MAX_LENGTH + 1)
+    assert len(over) == 16  # the 1,025 bytes never need to arrive
+    assert "over the 1024 allowed" in rejection(over)
+
+
+def test_versions_are_opt_in():
+    assert rejection(b"PROXY UNKNOWN\r\n", "v2") == "not a PROXY protocol version 2 header"
+    assert rejection(v2(0x20, 0x00, b""), "v1") == "not a PROXY protocol version 1 header"
+
+
+def test_need_more_then_the_end_of_stream():
+    parser = ProxyParser()
+    assert parser.feed(b"") is None
+    with pytest.raises(ProxyRejected, match="before the PROXY header"):
+        parser.finish()
+    parser = ProxyParser()
+    assert parser.feed(b"PROXY TCP4 1.2") is None
+    with pytest.raises(ProxyRejected, match="inside the PROXY header"):
+        parser.finish()
+
+
+def test_accepts_is_checked():
+    with pytest.raises(ValueError, match="accepts must be one of"):
+        ProxyParser("v3")

@@ -18,7 +18,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     sys.stdout.reconfigure(line_buffering=True)
     setup(config.log_level)
-    server = Server(config)
+    if config.processes > 1:
+        from server.supervisor import Supervisor
+
+        server = Supervisor(config)
+    else:
+        server = Server(config)
     try:
         host, port = server.bind()
     except StartError as exc:

@@ -18,6 +18,7 @@ DEFAULT_PORT = 5000
 DEFAULT_MAX_CONNECTIONS = 10000
 DEFAULT_DRAIN_TIMEOUT = 5.0
 DEFAULT_OUTPUT_LIMIT = 1 << 20
+MAX_PROCESSES = 1024
 
 
 def default_workers() -> int:
@@ -27,11 +28,19 @@ def default_workers() -> int:
     return 1 if gil_enabled else max(1, min(8, os.cpu_count() or 1))
 
 
+def processes(text: str) -> int:
+    """``--processes``: a count, or ``auto`` for one per core (O1)."""
+    if text.strip().lower() == "auto":
+        return max(1, min(MAX_PROCESSES, os.cpu_count() or 1))
+    return bounded(int, 1, MAX_PROCESSES)(text)
+
+
 @dataclass(frozen=True, slots=True)
 class Config:
     host: str = DEFAULT_HOST
     port: int = DEFAULT_PORT
     workers: int = 1
+    processes: int = 1
     max_connections: int = DEFAULT_MAX_CONNECTIONS
     max_line: int = DEFAULT_MAX_LINE
     idle_timeout: float = DEFAULT_IDLE_TIMEOUT
@@ -51,6 +60,13 @@ _OPTIONS: list[tuple[str, Callable[[str], Any], Any, str, Sequence[str] | None]]
     ("host", host, DEFAULT_HOST, "address to listen on (default %(default)s)", None),
     ("port", bounded(int, 0, 65535), DEFAULT_PORT, "TCP port; 0 picks a free one (default %(default)s)", None),
     ("workers", bounded(int, 1, 256), None, "event-loop threads (default: 1 under the GIL, else one per core)", None),
+    (
+        "processes",
+        processes,
+        1,
+        "server processes sharing the port, or 'auto' for one per core (default %(default)s)",
+        None,
+    ),
     (
         "max-connections",
         bounded(int, 1),

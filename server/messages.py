@@ -20,6 +20,14 @@ class Texts:
     shutting_down: str
     stopped: str
     forced: str
+    process_started: str
+    process_died: str
+    process_stopped_badly: str
+    process_not_started: str
+    gave_up: str
+    drain_overdue: str
+    exit_status: str
+    exit_signal: str
 
 
 SPANISH = Texts(
@@ -34,6 +42,14 @@ SPANISH = Texts(
     shutting_down="Cerrando el servidor: no se aceptan más conexiones",
     stopped="Servidor detenido",
     forced="Segunda señal: salida inmediata",
+    process_started="Proceso {index} de {count} atendiendo conexiones (pid {pid})",
+    process_died="El proceso {index} (pid {pid}) {status}; se reinicia en {delay:.1f} s",
+    process_stopped_badly="El proceso {index} (pid {pid}) {status} al detenerse",
+    process_not_started="No se puede iniciar el proceso {index}: {reason}; se reintenta en {delay:.1f} s",
+    gave_up="El proceso {index} falló {failures} veces en {window:.0f} s: se detiene el servidor",
+    drain_overdue="Procesos sin terminar {seconds:.0f} s después de la señal: se matan",
+    exit_status="terminó con estado {code}",
+    exit_signal="murió por la señal {signum} ({name})",
 )
 
 ENGLISH = Texts(
@@ -48,6 +64,14 @@ ENGLISH = Texts(
     shutting_down="Shutting down: no longer accepting connections",
     stopped="Server stopped",
     forced="Second signal: exiting at once",
+    process_started="Process {index} of {count} serving (pid {pid})",
+    process_died="Process {index} (pid {pid}) {status}; restarting in {delay:.1f} s",
+    process_stopped_badly="Process {index} (pid {pid}) {status} while stopping",
+    process_not_started="Cannot start process {index}: {reason}; retrying in {delay:.1f} s",
+    gave_up="Process {index} failed {failures} times within {window:.0f} s: stopping the server",
+    drain_overdue="Processes still running {seconds:.0f} s after the signal: killing them",
+    exit_status="exited with status {code}",
+    exit_signal="was killed by signal {signum} ({name})",
 )
 
 

@@ -46,8 +46,11 @@ class StartError(Exception):
     """The server cannot start (port in use, no permission, ...): one clear line."""
 
 
-def open_listener(host: str, port: int) -> socket.socket:
-    """A non-blocking listening socket on ``host:port``, or :class:`StartError` in one clear line."""
+def open_listener(host: str, port: int, reuse_port: bool = False) -> socket.socket:
+    """A non-blocking listening socket on ``host:port``, or :class:`StartError` in one clear line.
+
+    ``reuse_port``: one of a group of sockets on the same port (``SO_REUSEPORT``)
+    among which the kernel spreads new connections (``--processes``)."""
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except socket.gaierror as exc:
@@ -56,6 +59,8 @@ def open_listener(host: str, port: int) -> socket.socket:
     sock = socket.socket(family, kind, proto)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind(address)
         sock.listen(min(4096, socket.SOMAXCONN * 32))
     except OSError as exc:

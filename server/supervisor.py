@@ -2,12 +2,19 @@
 
 Theory of operation
 -------------------
-The supervisor binds the listening socket once, announces it once, and forks N
-server processes that inherit it: each runs today's :class:`server.app.Server`
-(its own ``--workers`` loops, accepting from the shared socket).  Forking after
-the bind is the simplest way to share one socket on Linux, and it keeps a
-process's start-up to a fork rather than a new interpreter.  The supervisor
-has no threads, so the fork is safe; it never touches a client byte.
+The supervisor binds the port once, at start, for all: one listening socket
+per process, all in one ``SO_REUSEPORT`` group, so the kernel spreads new
+connections evenly over the processes by a hash of their addresses.  (One
+socket shared by all was tried first: whichever process woke first accepted
+the whole backlog, and a burst of 100 connections all went to one process;
+see docs/operations.md.)  Then it forks N server processes; process ``i``
+inherits the sockets, keeps its own and closes the others, and runs today's
+:class:`server.app.Server` on it (its own ``--workers`` loops).  The
+supervisor keeps every socket open, so a process that is restarted finds its
+socket with the connections that queued meanwhile.  Forking after the bind is
+the simplest way to hand sockets over on Linux, and it keeps a process's
+start-up to a fork rather than a new interpreter.  The supervisor has no
+threads, so the fork is safe; it never touches a client byte.
 
 It waits for signals synchronously (``sigtimedwait`` on SIGINT, SIGTERM and
 SIGCHLD, blocked for that): no handler runs in the middle of its bookkeeping.
@@ -17,8 +24,8 @@ SIGCHLD, blocked for that): no handler runs in the middle of its bookkeeping.
   exit status or signal.  When one process has failed 5 times within 30 s the
   supervisor gives up: it stops the others as for SIGTERM and exits 1.
 * The first SIGINT/SIGTERM is passed on as SIGTERM, so every process drains as
-  L11 says; the supervisor closes its own copy of the listening socket, so new
-  clients are refused once every process has closed its copy, and exits 0 when
+  L11 says; the supervisor closes its copies of the listening sockets, so new
+  clients are refused once every process has closed its own, and exits 0 when
   every process has exited 0.  The processes ignore repeated signals (a
   terminal's Ctrl-C or systemd reaches them as well as the supervisor's
   SIGTERM): the second signal is the supervisor's, and it answers with SIGKILL
@@ -170,15 +177,22 @@ class Supervisor:
         self.state = INITIAL
         self.processes = [Process(i) for i in range(config.processes)]
         self.shared = SharedLimit(config.max_connections, config.processes)
-        self._listener = None
+        self._listeners: list = []
         self._mask: set[int] = set()
         self._deadline: float | None = None
         self._status = 0
 
     def bind(self) -> tuple[str, int]:
-        self._listener = open_listener(self.config.host, self.config.port)
-        bound = self._listener.getsockname()
-        return bound[0], bound[1]
+        """One listening socket per process, all on one port in one ``SO_REUSEPORT`` group.
+
+        A plain socket is bound first, so a port already in use (even by a group
+        of ours) is the usual one-line error rather than a group joined by mistake."""
+        probe = open_listener(self.config.host, self.config.port)
+        host, port = probe.getsockname()[:2]
+        probe.close()
+        for _ in self.processes:
+            self._listeners.append(open_listener(self.config.host, port, reuse_port=True))
+        return host, port
 
     def raise_fd_limit(self) -> None:
         raise_fd_limit(self.config.max_connections)
@@ -306,9 +320,9 @@ class Supervisor:
                 self._send(process, signal.SIGTERM)
             elif process.state == PENDING:
                 fire(PROCESS_MACHINE, process, "cancelled")
-        if self._listener is not None:
-            self._listener.close()
-            self._listener = None
+        for listener in self._listeners:
+            listener.close()
+        self._listeners.clear()
         self._deadline = now + self.config.drain_timeout + DRAIN_MARGIN
 
     def _check_stopping(self) -> None:
@@ -358,7 +372,10 @@ class Supervisor:
             setup(self.config.log_level)  # this process's own handlers
             server = Server(self.config, self.shared.for_slot(index))
             server.second_signal_exits = False
-            server.adopt(self._listener)
+            for other, listener in enumerate(self._listeners):
+                if other != index:  # a stopped process must not keep another's socket open
+                    listener.close()
+            server.adopt(self._listeners[index])
             # Handlers in place before the signals are let through, so a SIGTERM that
             # came during the fork is a drain, not the default death.
             for signum in (signal.SIGINT, signal.SIGTERM):

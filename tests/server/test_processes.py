@@ -1,8 +1,8 @@
 """``--processes N`` (O1): a supervisor binds once and runs N servers on the shared socket.
 
-Which process accepts a connection is the kernel's choice, so the tests choose
-for it: a process stopped with SIGSTOP cannot accept, and a connection made
-meanwhile is served by the other one.  Every server is started in a process
+Which process gets a connection is the kernel's choice (a hash over the
+``SO_REUSEPORT`` group), so a test that needs one process connects until that
+process holds the connection, as ``psutil`` reads it from ``/proc``.  Every server is started in a process
 group of its own and the whole group is killed at the end.
 """
 
@@ -15,8 +15,8 @@ import socket
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 
+import psutil
 import pytest
 
 from server.config import parse
@@ -73,30 +73,39 @@ def _pids(server: ServerProcess, count: int, start: int = 0) -> dict[int, int]:
     return found
 
 
-def _wait_state(pid: int, state: str, timeout: float = 30.0) -> None:
-    """Wait until ``/proc/<pid>/stat`` shows ``state`` (``T``: stopped)."""
+def _wait_for_count(server: ServerProcess, text: str, count: int) -> None:
+    """Wait until ``count`` stdout lines are exactly ``text``."""
+    seen = 0
+
+    def enough(line: str) -> bool:
+        nonlocal seen
+        seen += line == text
+        return seen == count
+
+    server.wait_for_line(enough)
+
+
+def _owner(pids: list[int], sock: socket.socket) -> int | None:
+    """Which of ``pids`` holds the server end of ``sock``."""
+    port = sock.getsockname()[1]
+    for pid in pids:
+        if any(conn.raddr and conn.raddr.port == port for conn in psutil.Process(pid).net_connections("tcp")):
+            return pid
+    return None
+
+
+def _session_on(server: ServerProcess, pid: int, pids: list[int], timeout: float = 30.0) -> socket.socket:
+    """A connection served by process ``pid``: connect until the kernel's spread gives one to it."""
     deadline = time.monotonic() + timeout
     while True:
-        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as stat:
-            if stat.read().rsplit(")", 1)[1].split()[0] == state:
-                return
+        sock = _session(server.address)
+        if _owner(pids, sock) == pid:
+            return sock
+        sock.sendall(b"DESCONEXION\n")  # another process's: let it go, and its place with it
+        read_until_closed(sock)
+        sock.close()
         if time.monotonic() > deadline:
-            raise TimeoutError(f"process {pid} not in state {state} within {timeout} s")
-        time.sleep(0.01)
-
-
-@contextmanager
-def _only(serving: int, others: list[int]) -> Iterator[None]:
-    """While inside, only ``serving`` can accept: the ``others`` are stopped (SIGSTOP)."""
-    for pid in others:
-        os.kill(pid, signal.SIGSTOP)
-    for pid in others:  # a signal takes effect when the process next runs: wait until it has
-        _wait_state(pid, "T")
-    try:
-        yield
-    finally:
-        for pid in others:
-            os.kill(pid, signal.SIGCONT)
+            raise TimeoutError(f"no connection reached process {pid} within {timeout} s")
 
 
 def _session(address: tuple[str, int]) -> socket.socket:
@@ -107,8 +116,8 @@ def _session(address: tuple[str, int]) -> socket.socket:
     return sock
 
 
-def _round_trip(address: tuple[str, int], text: bytes) -> None:
-    with connect(address) as sock:
+def _round_trip(sock: socket.socket, text: bytes) -> None:
+    with sock:
         sock.sendall(text + b"\nDESCONEXION\n")
         assert read_until_closed(sock) == text.upper() + b"\nDESCONEXION\n"
 
@@ -146,10 +155,9 @@ def test_two_processes_each_serve_and_the_address_is_announced_once(supervised):
     assert sorted(pids) == [1, 2] and len(set(pids.values())) == 2
     assert server.stdout[0] == f"Servidor TCP esperando conexiones en 127.0.0.1:{server.port}"
     assert sum("esperando conexiones" in line for line in server.stdout) == 1
-    with _only(pids[1], [pids[2]]):
-        _round_trip(server.address, b"uno")
-    with _only(pids[2], [pids[1]]):
-        _round_trip(server.address, b"dos")
+    every = list(pids.values())
+    _round_trip(_session_on(server, pids[1], every), b"uno")
+    _round_trip(_session_on(server, pids[2], every), b"dos")
     status = server.stop()
     assert status == 0, (server.stderr, server.stdout)
 
@@ -165,8 +173,7 @@ def test_a_killed_process_is_restarted_and_serves_again(supervised):
     line = server.wait_for_line(lambda text: text.startswith("Proceso 1 de 2"), start=mark)
     replacement = int(_STARTED.search(line).group(3))
     assert replacement not in pids.values()
-    with _only(replacement, [pids[2]]):
-        _round_trip(server.address, b"de nuevo")
+    _round_trip(_session_on(server, replacement, [replacement, pids[2]]), b"de nuevo")
     status = server.stop()
     assert status == 0, (server.stderr, server.stdout)
 
@@ -181,16 +188,15 @@ def test_sigterm_drains_every_process_and_loses_no_reply(supervised, whom):
     expected = b"".join(line.decode().upper().encode() + b"\n" for line in lines)
     socks = []
     try:
-        for serving, other in ((pids[1], pids[2]), (pids[2], pids[1])):
-            with _only(serving, [other]):
-                socks.append(_session(server.address))
+        for pid in pids.values():
+            socks.append(_session_on(server, pid, list(pids.values())))
         for sock in socks:
             sock.sendall(payload)
         for sock in socks:  # each process is reading this client's lines
             assert read_exactly(sock, len(expected[:100])) == expected[:100]
         if whom == "group":
             os.killpg(server.pid, signal.SIGTERM)
-            server.wait_for_line(lambda line: sum(text == _DRAINING for text in server.stdout) == 2)
+            _wait_for_count(server, _DRAINING, 2)
             for pid in pids.values():  # the supervisor's SIGTERM may come after the group's: no harm
                 os.kill(pid, signal.SIGTERM)
         else:
@@ -207,8 +213,7 @@ def test_sigterm_drains_every_process_and_loses_no_reply(supervised, whom):
 def test_a_second_signal_stops_every_process_at_once(supervised):
     server = supervised("--processes", "2", "--drain-timeout", "120")
     pids = _pids(server, 2)
-    with _only(pids[1], [pids[2]]):
-        lingering = _session(server.address)  # never closes: its drain would take 120 s
+    lingering = _session_on(server, pids[1], list(pids.values()))  # never closes: its drain would take 120 s
     try:
         server.signal(signal.SIGTERM)
         assert read_exactly(lingering, 28) == b"error: server shutting down\n"
@@ -238,16 +243,15 @@ def test_max_connections_is_one_total_across_the_processes(supervised):
     pids = _pids(server, 2)
     held = []
     try:
-        for serving, other in ((pids[1], pids[2]), (pids[2], pids[1])):
-            with _only(serving, [other]):
-                held += [_session(server.address), _session(server.address)]
+        for pid in pids.values():
+            held += [_session_on(server, pid, list(pids.values())) for _ in range(2)]
         counts = read_counts(server.pid)
         assert counts is not None and [open_ for open_, _ in counts] == [2, 2]
         with connect(server.address) as fifth:
             assert read_until_closed(fifth) == b"error: server busy\n"
         held[0].sendall(b"DESCONEXION\n")
         assert read_until_closed(held[0]) == b"DESCONEXION\n"
-        _round_trip(server.address, b"hay sitio")  # the place it left is free again
+        _round_trip(_session(server.address), b"hay sitio")  # the place it left is free again
     finally:
         for sock in held:
             sock.close()

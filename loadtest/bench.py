@@ -21,8 +21,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from loadtest import driver, report
-from loadtest.servers import OURS, ROOT, SPECS, LaunchError, RunningServer
+from loadtest import driver, report, scaling
+from loadtest.servers import ANCHOR, OURS, ROOT, SPECS, LaunchError, RunningServer, ServerSpec, c0_unavailable
 
 
 @dataclass(frozen=True)
@@ -79,6 +79,8 @@ class Workload:
     concurrent: bool = False  # needs a server that serves several clients at once
     ours_args: tuple[str, ...] = ()
     fresh: bool = False  # a new server process for every round
+    #: the servers it runs, from those selected (default: the selected ones themselves)
+    contenders: Callable[[Sequence[str]], list[ServerSpec]] | None = None
 
 
 WORKLOADS: dict[str, Workload] = {
@@ -103,8 +105,27 @@ WORKLOADS: dict[str, Workload] = {
             fresh=True,  # memory per held connection needs a clean start
         ),
         Workload("W5", lambda s, c: driver.pipelined(s, c.w5_lines), lambda c: c.w5_rounds),
+        Workload(
+            "W7-W2",
+            lambda s, c: scaling.measure(
+                s, lambda srv: driver.closed_loop(srv, c.w2_connections, c.w2_seconds, c.driver_processes)
+            ),
+            lambda c: c.rounds,
+            concurrent=True,
+            contenders=scaling.contenders,
+        ),
+        Workload(
+            "W7-W3",
+            lambda s, c: scaling.measure(
+                s, lambda srv: driver.churn(srv, c.w3_loops, c.w3_seconds, c.driver_processes)
+            ),
+            lambda c: c.rounds,
+            contenders=scaling.contenders,
+        ),
     )
 }
+#: names that stand for several workloads
+ALIASES: dict[str, list[str]] = {"W7": list(scaling.PARTS)}
 
 
 def machine() -> dict[str, Any]:
@@ -163,9 +184,14 @@ def _progress(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
-def _start(workload: Workload, names: Sequence[str], errors: list[str]) -> dict[str, RunningServer]:
+def _start(workload: Workload, specs: dict[str, ServerSpec], errors: list[str]) -> dict[str, RunningServer]:
     """Start the servers together (their start-up overlaps) and wait until each listens."""
-    started = {name: RunningServer(SPECS[name], workload.ours_args if name == OURS else ()) for name in names}
+    started = {}
+    for name, spec in specs.items():
+        try:
+            started[name] = RunningServer(spec, workload.ours_args if name == OURS else ())
+        except LaunchError as exc:
+            errors.append(f"{workload.id} {name}: {exc}")
     running = {}
     for name, server in started.items():
         try:
@@ -198,19 +224,23 @@ def run_workload(
     """
     samples: list[dict[str, Any]] = []
     errors: list[str] = []
+    if workload.contenders is not None:
+        specs = {spec.id: spec for spec in workload.contenders(servers)}
+    else:
+        specs = {name: SPECS[name] for name in servers}
     skipped = [
         (workload.id, name, "serves one client at a time")
-        for name in servers
-        if workload.concurrent and not SPECS[name].concurrent
+        for name, spec in specs.items()
+        if workload.concurrent and not spec.concurrent
     ]
-    names = [name for name in servers if not (workload.concurrent and not SPECS[name].concurrent)]
+    names = [name for name, spec in specs.items() if not (workload.concurrent and not spec.concurrent)]
     rounds = workload.rounds(settings)
     running: dict[str, RunningServer] = {}
     try:
         for round_ in range(rounds):
             if round_ == 0 or workload.fresh:
                 _stop(running)
-                running.update(_start(workload, names, errors))
+                running.update(_start(workload, {name: specs[name] for name in names}, errors))
             order = [name for name in names if name in running]
             shift = round_ % len(order) if order else 0
             for name in order[shift:] + order[:shift]:
@@ -238,12 +268,17 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--servers", nargs="+", default=list(SPECS), metavar="NAME", help=f"among {', '.join(SPECS)} (default: all)"
     )
     parser.add_argument(
-        "--workloads", nargs="+", default=list(WORKLOADS), metavar="W", help="among W1..W5 (default: all)"
+        "--workloads",
+        nargs="+",
+        default=[*WORKLOADS],
+        metavar="W",
+        help=f"among {', '.join([*WORKLOADS, *ALIASES])} (W7 = W7-W2 and W7-W3; default: all)",
     )
     parser.add_argument("--rounds", type=int, help="interleaved rounds per workload (default 5; quick 1)")
     args = parser.parse_args(argv)
     args.servers = [n for item in args.servers for n in item.split(",") if n]
     args.workloads = [w.upper() for item in args.workloads for w in item.split(",") if w]
+    args.workloads = [part for w in args.workloads for part in ALIASES.get(w, [w])]
     for name in args.servers:
         if name not in SPECS:
             parser.error(f"unknown server {name!r}; choose among {', '.join(SPECS)}")
@@ -260,6 +295,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = QUICK if args.quick else FULL
     if args.rounds is not None:
         settings = Settings(**{**asdict(settings), "rounds": args.rounds, "w5_rounds": args.rounds})
+    skipped: list[tuple[str, str, str]] = []
+    missing = c0_unavailable()
+    if ANCHOR in args.servers and missing:
+        args.servers.remove(ANCHOR)
+        skipped += [(w, ANCHOR, missing) for w in args.workloads]
+        _progress(f"C0 skipped: {missing}")
     descriptors = driver.raise_fd_limit()
     needed = settings.w4_held + 256  # the server holds them all in one process; the driver spreads them
     if "W4" in args.workloads and descriptors < needed:
@@ -269,7 +310,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     about = machine()
     version = code_version()
     samples: list[dict[str, Any]] = []
-    skipped: list[tuple[str, str, str]] = []
     errors: list[str] = []
     for workload_id in args.workloads:
         more, skip, failed = run_workload(WORKLOADS[workload_id], args.servers, settings)
@@ -302,8 +342,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     report.write_json(args.out / "bench.json", document, rows, checks)
     text = f"{heading}\n\n{table}\n"
+    scaling_table = report.format_scaling(rows)
+    if scaling_table:
+        text += f"\n{scaling_table}\n"
     if checks:
-        text += f"\nDemand (issue 4):\n{report.format_checks(checks)}\n"
+        text += f"\nDemand:\n{report.format_checks(checks)}\n"
     if errors:
         text += "\nErrors:\n" + "\n".join(f"- {error}" for error in errors) + "\n"
     (args.out / "table.md").write_text(text, encoding="utf-8")

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from loadtest.servers import OURS, SPECS
+from loadtest.servers import ANCHOR, OURS, PEERS, SPECS
 
 # Workload id -> (what it does, the unit of its headline figure).
 WORKLOADS: dict[str, tuple[str, str]] = {
@@ -24,7 +24,10 @@ WORKLOADS: dict[str, tuple[str, str]] = {
     "W3": ("churn: connect, 1 line, DESCONEXION, close; 8 loops", "sessions/s"),
     "W4": ("10,000 connections held, W1 on one more", "round trips/s"),
     "W5": ("1 connection pipelines 200,000 lines", "lines/s"),
+    "W7-W2": ("W2 with --processes 1..cores", "replies/s"),
+    "W7-W3": ("W3 with --processes 1..cores", "sessions/s"),
 }
+SCALING = ("W7-W2", "W7-W3")
 
 
 @dataclass
@@ -43,6 +46,7 @@ class Row:
     driver_cpu_us: float
     machine_busy: float
     ratio_to_best_peer: float = float("nan")
+    cpu_vs_c0: float = float("nan")  # server CPU per reply / C0's in the same workload
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -93,13 +97,18 @@ def summarize(samples: Sequence[dict[str, Any]]) -> list[Row]:
             for row in rows:
                 if row.workload == workload:
                     row.ratio_to_best_peer = row.value / best.value
+        anchor = _find(rows, workload, ANCHOR)
+        if anchor is not None and anchor.server_cpu_us > 0:
+            for row in rows:
+                if row.workload == workload:
+                    row.cpu_vs_c0 = row.server_cpu_us / anchor.server_cpu_us
     order = {name: i for i, name in enumerate(SPECS)}
     rows.sort(key=lambda row: (row.workload, order.get(row.server, len(order))))
     return rows
 
 
 def best_peer(rows: Sequence[Row], workload: str) -> Row | None:
-    peers = [r for r in rows if r.workload == workload and r.server != OURS and not math.isnan(r.value)]
+    peers = [r for r in rows if r.workload == workload and r.server in PEERS and not math.isnan(r.value)]
     return max(peers, key=lambda r: r.value) if peers else None
 
 
@@ -139,6 +148,16 @@ def check_demand(rows: Sequence[Row]) -> list[Check]:
             )
         )
     ratio("W5", "P1", 1.5, "lines/s")
+    ours, p2 = _find(rows, "W2", OURS), _find(rows, "W2", "P2")
+    if ours and p2:
+        checks.append(
+            Check(
+                "W2 server CPU per reply at most P2's",
+                f"{ours.server_cpu_us:.1f} vs {p2.server_cpu_us:.1f} us",
+                ours.server_cpu_us <= p2.server_cpu_us,
+            )
+        )
+    checks += _scaling_checks(rows)
     ours = _find(rows, "W4", OURS)
     if ours:
         extra = ours.extra
@@ -167,6 +186,32 @@ def check_demand(rows: Sequence[Row]) -> list[Check]:
     return checks
 
 
+def _scaling_checks(rows: Sequence[Row]) -> list[Check]:
+    """Issue 12's demand on W7: the sharing costs nothing per message, sessions spread evenly."""
+    checks = []
+    one, two = _find(rows, "W7-W2", f"{OURS}-p1"), _find(rows, "W7-W2", f"{OURS}-p2")
+    if one and two:
+        ratio = two.server_cpu_us / one.server_cpu_us
+        checks.append(
+            Check(
+                "W7 W2 server CPU per reply with --processes 2 within 10% of --processes 1",
+                f"{two.server_cpu_us:.1f} vs {one.server_cpu_us:.1f} us ({ratio:.2f}x)",
+                abs(ratio - 1) <= 0.10,
+            )
+        )
+    for row in rows:
+        if row.workload == "W7-W3" and "spread_from_even" in row.extra:
+            spread = row.extra["spread_from_even"]
+            checks.append(
+                Check(
+                    f"W7 W3 sessions within 20% of even over {row.server.rsplit('-p', 1)[-1]} processes",
+                    f"{spread * 100:.0f}% from even",
+                    spread <= 0.20,
+                )
+            )
+    return checks
+
+
 def _number(value: float, digits: int = 0) -> str:
     if math.isnan(value):
         return "-"
@@ -185,20 +230,23 @@ def format_table(rows: Sequence[Row], not_applicable: Sequence[tuple[str, str, s
     """The main table (Markdown, readable as plain text too), then W4's memory and threads."""
     lines = [
         "| workload | server | figure (median) | range over rounds | p50 us | p99 us | x best peer "
-        "| server CPU us/reply | driver CPU us/reply | machine busy |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| server CPU us/reply | CPU / C0 | driver CPU us/reply | machine busy |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in rows:
+        if row.workload in SCALING:
+            continue  # their own table: format_scaling
         unit = WORKLOADS.get(row.workload, ("", ""))[1]
         lines.append(
             f"| {row.workload} | {SPECS[row.server].label if row.server in SPECS else row.server} "
             f"| {_number(row.value)} {unit} | {_short(row.value_min)}-{_short(row.value_max)} "
             f"| {_number(row.p50_us)} | {_number(row.p99_us)} "
             f"| {_number(row.ratio_to_best_peer, 2)} | {_number(row.server_cpu_us, 1)} "
-            f"| {_number(row.driver_cpu_us, 1)} | {_number(row.machine_busy * 100)}% |"
+            f"| {_number(row.cpu_vs_c0, 2)} | {_number(row.driver_cpu_us, 1)} | {_number(row.machine_busy * 100)}% |"
         )
     for workload, server, reason in not_applicable:
-        lines.append(f"| {workload} | {SPECS[server].label} | n/a: {reason} | | | | | | | |")
+        if workload not in SCALING:
+            lines.append(f"| {workload} | {SPECS[server].label} | n/a: {reason} | | | | | | | | |")
     held = [row for row in rows if row.workload == "W4"]
     if held:
         lines += [
@@ -219,6 +267,38 @@ def format_table(rows: Sequence[Row], not_applicable: Sequence[tuple[str, str, s
     return "\n".join(lines)
 
 
+def format_scaling(rows: Sequence[Row]) -> str:
+    """W7: each process count beside C0 and P2, for W2 and W3."""
+
+    def order(row: Row) -> tuple[str, int, int]:
+        prefix = f"{OURS}-p"
+        if row.server.startswith(prefix):
+            return (row.workload, 0, int(row.server[len(prefix) :]))
+        return (row.workload, 1, list(SPECS).index(row.server) if row.server in SPECS else 0)
+
+    scaling = sorted((row for row in rows if row.workload in SCALING), key=order)
+    if not scaling:
+        return ""
+    lines = [
+        "| W7 | server | figure (median) | range over rounds | server CPU us/reply | CPU / C0 "
+        "| sessions per process (round 1) | from even | CPU s per process (round 1) | machine busy |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in scaling:
+        extra = row.extra
+        label = SPECS[row.server].label if row.server in SPECS else row.server.replace(f"{OURS}-p", "upperecho x")
+        taken = extra.get("sessions_by_process")
+        cpu = extra.get("cpu_by_process_s")
+        lines.append(
+            f"| {row.workload[3:]} | {label} | {_number(row.value)} {WORKLOADS[row.workload][1]} "
+            f"| {_short(row.value_min)}-{_short(row.value_max)} | {_number(row.server_cpu_us, 1)} "
+            f"| {_number(row.cpu_vs_c0, 2)} | {' / '.join(str(n) for n in taken) if taken else '-'} "
+            f"| {_number(extra['spread_from_even'] * 100) + '%' if 'spread_from_even' in extra else '-'} "
+            f"| {' / '.join(f'{c:.2f}' for c in cpu) if cpu else '-'} | {_number(row.machine_busy * 100)}% |"
+        )
+    return "\n".join(lines)
+
+
 def format_checks(checks: Sequence[Check]) -> str:
     return "\n".join(f"- [{'x' if c.met else ' '}] {c.demand}: {c.measured}" for c in checks)
 
@@ -235,7 +315,7 @@ def chart(path: Path, rows: Sequence[Row], title: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    workloads = sorted({row.workload for row in rows})
+    workloads = sorted({row.workload for row in rows if row.workload not in SCALING})
     servers = [name for name in SPECS if any(row.server == name for row in rows)]
     width = 0.8 / max(1, len(servers))
     figure, (top, bottom) = plt.subplots(2, 1, figsize=(10, 8), constrained_layout=True)

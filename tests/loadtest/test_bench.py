@@ -9,9 +9,9 @@ import sys
 
 import pytest
 
-from loadtest import driver, report
+from loadtest import driver, report, scaling
 from loadtest.bench import parse_args
-from loadtest.servers import OURS, PEERS, RunningServer, ServerSpec
+from loadtest.servers import ANCHOR, OURS, PEERS, RunningServer, ServerSpec, c0_unavailable
 from tests.serverproc import ROOT
 
 CARELESS = ServerSpec("careless", "careless peer", "tests.loadtest.careless_peer")
@@ -33,7 +33,10 @@ def test_quick_bench_writes_a_table_json_and_chart_with_numbers_in_every_row(tmp
     document = json.loads((tmp_path / "bench.json").read_text(encoding="utf-8"))
     assert document["errors"] == []
     rows = {(row["workload"], row["server"]): row for row in document["summary"]}
-    expected = {(w, s) for w in report.WORKLOADS for s in (OURS, *PEERS)} - {("W2", "P4"), ("W4", "P4")}
+    anchor = () if c0_unavailable() else (ANCHOR,)
+    classic = [w for w in report.WORKLOADS if w not in report.SCALING]
+    expected = {(w, s) for w in classic for s in (OURS, *PEERS, *anchor)} - {("W2", "P4"), ("W4", "P4")}
+    expected |= {(w, spec.id) for w in report.SCALING for spec in scaling.contenders([*PEERS, *anchor])}
     assert set(rows) == expected
     for (workload, _), row in rows.items():
         assert row["value"] > 0
@@ -41,7 +44,13 @@ def test_quick_bench_writes_a_table_json_and_chart_with_numbers_in_every_row(tmp
         if workload != "W5":  # one pipelined burst has no per-reply latency
             numbers += [row["p50_us"], row["p99_us"]]
         assert all(math.isfinite(n) and n >= 0 for n in numbers), row
-    assert {(n["workload"], n["server"]) for n in document["not_applicable"]} == {("W2", "P4"), ("W4", "P4")}
+    not_applicable = {("W2", "P4"), ("W4", "P4")} | {(w, ANCHOR) for w in report.WORKLOADS if not anchor}
+    assert {(n["workload"], n["server"]) for n in document["not_applicable"]} == not_applicable
+    if anchor:
+        assert all(math.isfinite(row["cpu_vs_c0"]) for row in rows.values())
+    for processes in scaling.process_counts()[1:]:
+        spread = rows[("W7-W3", f"{OURS}-p{processes}")]["extra"]
+        assert len(spread["sessions_by_process"]) == processes and sum(spread["sessions_by_process"]) > 0
     assert rows[("W4", OURS)]["extra"]["held"] > 0
     assert {check["demand"] for check in document["demand"]} >= {"W4 RSS per held connection <= 16 KiB"}
     assert (tmp_path / "bench.png").read_bytes().startswith(b"\x89PNG")
@@ -154,5 +163,21 @@ def test_unknown_server_or_workload_is_a_usage_error(capsys):
         parse_args(["--servers", "P9"])
     assert "unknown server 'P9'" in capsys.readouterr().err
     with pytest.raises(SystemExit):
-        parse_args(["--workloads", "W7"])
+        parse_args(["--workloads", "W9"])
     assert parse_args(["--servers", "upperecho,P2", "--workloads", "w1", "W5"]).workloads == ["W1", "W5"]
+    assert parse_args(["--workloads", "W7", "W2"]).workloads == ["W7-W2", "W7-W3", "W2"]
+
+
+def test_w7_spread_and_its_demand_lines():
+    assert scaling.spread([10, 0], [70, 40]) == {"sessions_by_process": [60, 40], "spread_from_even": 0.2}
+    assert scaling.spread(None, [1, 2]) == {}
+    samples = [
+        _sample("W7-W2", f"{OURS}-p1", 100.0, cpu=10.0),
+        _sample("W7-W2", f"{OURS}-p2", 150.0, cpu=11.5),
+        _sample("W7-W3", f"{OURS}-p2", 50.0, spread_from_even=0.3, sessions_by_process=[65, 35]),
+    ]
+    rows = report.summarize(samples)
+    checks = {check.demand: check for check in report.check_demand(rows)}
+    assert not checks["W7 W2 server CPU per reply with --processes 2 within 10% of --processes 1"].met
+    assert not checks["W7 W3 sessions within 20% of even over 2 processes"].met
+    assert "65 / 35 | 30%" in report.format_scaling(rows)

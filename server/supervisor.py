@@ -126,8 +126,8 @@ def fire(machine: Machine, model: Any, trigger: str) -> None:
     machine.events[trigger].trigger(model)
 
 
-def mermaid() -> str:
-    """Both machines drawn by ``transitions`` as Mermaid state diagrams."""
+def mermaid() -> list[str]:
+    """Both machines drawn by ``transitions`` as Mermaid state diagrams (the supervisor's, a process's)."""
     from transitions.extensions import GraphMachine
 
     drawings = []
@@ -137,7 +137,7 @@ def mermaid() -> str:
     ):
         graph = GraphMachine(**kwargs, graph_engine="mermaid", title=title, show_state_attributes=False)
         drawings.append(graph.get_graph().draw(None).rstrip())
-    return "\n\n".join(drawings)
+    return drawings
 
 
 # -- the supervisor -------------------------------------------------------------
@@ -394,7 +394,7 @@ class Supervisor:
 
 
 if __name__ == "__main__":
-    print(mermaid())
+    print("\n\n".join(mermaid()))
 
 
 __all__ = ["Supervisor", "StartError", "fire", "mermaid"]

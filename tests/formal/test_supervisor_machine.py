@@ -9,6 +9,8 @@ final states absorbing.  Nothing here is read from the declaration.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from transitions import Machine, MachineError
 
@@ -114,3 +116,11 @@ def test_the_final_states_are_the_tables():
     """FINAL is what the supervisor's loop runs until: each final state is one way the server ends."""
     assert set(supervisor.FINAL) == set(SUPERVISOR_FINAL)
     assert supervisor.PROCESS_FINAL == "EXITED"
+
+
+def test_the_operations_guide_embeds_the_current_drawings():
+    guide = (Path(__file__).resolve().parents[2] / "docs" / "operations.md").read_text(encoding="utf-8")
+    for drawing in supervisor.mermaid():
+        assert f"```mermaid\n{drawing}\n```" in guide, (
+            "docs/operations.md is stale: paste `python -m server.supervisor`"
+        )

@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml | $(BIN)/python
 run: $(STAMP)
 	$(BIN)/python -m server
 
-## system-deps: the Debian tools some tests drive (nc; spin and the gcc its checkers are built with), installed when missing
+## system-deps: the Debian tools some tests drive (nc; spin and the gcc its checkers and the bench's C0 are built with), installed when missing
 system-deps:
 	@missing=""; \
 	command -v nc >/dev/null 2>&1 || missing="$$missing netcat-openbsd"; \

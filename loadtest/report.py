@@ -194,9 +194,9 @@ def _scaling_checks(rows: Sequence[Row]) -> list[Check]:
         ratio = two.server_cpu_us / one.server_cpu_us
         checks.append(
             Check(
-                "W7 W2 server CPU per reply with --processes 2 within 10% of --processes 1",
+                "W7 W2 server CPU per reply with --processes 2 at most 10% over --processes 1",
                 f"{two.server_cpu_us:.1f} vs {one.server_cpu_us:.1f} us ({ratio:.2f}x)",
-                abs(ratio - 1) <= 0.10,
+                ratio <= 1.10,  # the supervisor and the sharing cost nothing per message; less is no fault
             )
         )
     for row in rows:

@@ -32,6 +32,7 @@ SIGCHLD, blocked for that): no handler runs in the middle of its bookkeeping.
   to every process and exits ``128 + signal``, as a single process does.
 * A drain that overruns ``--drain-timeout`` by :data:`DRAIN_MARGIN` seconds is
   cut short the same way (exit 1).
+* A process whose supervisor dies gets SIGTERM from the kernel and drains.
 
 ``--max-connections`` stays one total, shared through :mod:`server.sharing`.
 
@@ -44,6 +45,7 @@ session machine; ``python -m server.supervisor`` draws them, and
 from __future__ import annotations
 
 import collections
+import ctypes
 import logging
 import os
 import signal
@@ -149,6 +151,21 @@ BACKOFF_MAX = 5.0
 #: seconds a drain may take beyond --drain-timeout before the processes are killed
 DRAIN_MARGIN = 10.0
 _SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGCHLD}
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def _drain_when_orphaned(parent: int) -> None:
+    """Ask Linux for SIGTERM when the supervisor dies: a server left alone drains and exits.
+
+    Without it a supervisor killed with SIGKILL (or by the OOM killer) would
+    leave its processes serving with nobody to restart or stop them."""
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return  # not Linux: the supervisor's own SIGTERM is the only stop
+    prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != parent:  # it died before we asked: the signal waits, blocked, for the handler
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 class Process:
@@ -181,6 +198,7 @@ class Supervisor:
         self._mask: set[int] = set()
         self._deadline: float | None = None
         self._status = 0
+        self._pid = 0
 
     def bind(self) -> tuple[str, int]:
         """One listening socket per process, all on one port in one ``SO_REUSEPORT`` group.
@@ -205,6 +223,7 @@ class Supervisor:
     def serve(self) -> int:
         """Start the processes, watch them until the server has stopped; returns the exit status."""
         self._mask = signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
+        self._pid = os.getpid()
         try:
             while self.state not in FINAL:
                 now = time.monotonic()
@@ -380,6 +399,7 @@ class Supervisor:
             # came during the fork is a drain, not the default death.
             for signum in (signal.SIGINT, signal.SIGTERM):
                 signal.signal(signum, server._on_signal)
+            _drain_when_orphaned(self._pid)
             signal.pthread_sigmask(signal.SIG_SETMASK, self._mask)
             log.info(self.texts.process_started.format(index=index + 1, count=len(self.processes), pid=os.getpid()))
             status = server.serve()

@@ -257,3 +257,44 @@ def test_max_connections_is_one_total_across_the_processes(supervised):
             sock.close()
     status = server.stop()
     assert status == 0, (server.stderr, server.stdout)
+
+
+def _gone(pid: int) -> bool:
+    """Exited (a zombie waiting for whoever adopted it counts as exited)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+def test_processes_drain_and_exit_when_the_supervisor_is_killed(supervised):
+    server = supervised("--processes", "2")
+    pids = _pids(server, 2)
+    sock = _session_on(server, pids[2], list(pids.values()))
+    with sock:
+        server.kill()  # SIGKILL: no chance to pass anything on
+        assert read_until_closed(sock) == b"error: server shutting down\n"
+    deadline = time.monotonic() + 30
+    while not all(_gone(pid) for pid in pids.values()):
+        assert time.monotonic() < deadline, "a server process outlived its supervisor"
+        time.sleep(0.05)
+
+
+_HANGING = (
+    "import sys, time\n"
+    "from server import app\n"
+    "app.Server.serve = lambda self: time.sleep(3600)\n"
+    "from server.__main__ import main\n"
+    "sys.exit(main(sys.argv[1:]))\n"
+)
+
+
+def test_a_drain_that_overruns_is_cut_short_with_a_clear_line(supervised):
+    """Processes that never finish (test-only: serve() sleeps) are killed drain time + 10 s after the signal."""
+    server = supervised("--processes", "2", "--drain-timeout", "0", command=[sys.executable, "-c", _HANGING])
+    pids = _pids(server, 2)
+    server.signal(signal.SIGTERM)
+    assert server.wait(timeout=60) == 1
+    assert any("Procesos sin terminar 10 s después de la señal: se matan" in line for line in server.stderr)
+    assert all(_gone(pid) for pid in pids.values())

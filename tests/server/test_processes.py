@@ -12,6 +12,7 @@ import os
 import re
 import signal
 import socket
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -22,7 +23,7 @@ import pytest
 from server.config import parse
 from server.options import UsageError
 from server.sharing import SharedLimit, read_counts
-from tests.serverproc import ServerProcess
+from tests.serverproc import ROOT, ServerProcess
 from tests.wire import connect, read_exactly, read_lines, read_until_closed
 
 pytestmark = pytest.mark.timeout(120)
@@ -298,3 +299,19 @@ def test_a_drain_that_overruns_is_cut_short_with_a_clear_line(supervised):
     assert server.wait(timeout=60) == 1
     assert any("Procesos sin terminar 10 s después de la señal: se matan" in line for line in server.stderr)
     assert all(_gone(pid) for pid in pids.values())
+
+
+def test_a_port_in_use_is_one_clear_line_even_for_another_group_of_ours(supervised):
+    """SO_REUSEPORT would let a second supervisor join the first's group: the plain probe bind refuses it."""
+    first = supervised("--processes", "2")
+    _pids(first, 2)
+    second = subprocess.run(
+        [sys.executable, "-m", "server", "--processes", "2", "--port", str(first.port)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert second.returncode == 1
+    assert second.stderr == f"error: cannot listen on 127.0.0.1:{first.port}: address already in use\n"
+    assert second.stdout == ""

@@ -22,7 +22,8 @@ class Texts:
     forced: str
     process_started: str
     process_died: str
-    process_stopped_badly: str
+    restarting: str
+    while_stopping: str
     process_not_started: str
     gave_up: str
     drain_overdue: str
@@ -43,9 +44,10 @@ SPANISH = Texts(
     stopped="Servidor detenido",
     forced="Segunda señal: salida inmediata",
     process_started="Proceso {index} de {count} atendiendo conexiones (pid {pid})",
-    process_died="El proceso {index} (pid {pid}) {status}; se reinicia en {delay:.1f} s",
-    process_stopped_badly="El proceso {index} (pid {pid}) {status} al detenerse",
-    process_not_started="No se puede iniciar el proceso {index}: {reason}; se reintenta en {delay:.1f} s",
+    process_died="El proceso {index} (pid {pid}) {status}",
+    restarting="; se reinicia en {delay:.1f} s",
+    while_stopping=" al detenerse",
+    process_not_started="No se puede iniciar el proceso {index}: {reason}",
     gave_up="El proceso {index} falló {failures} veces en {window:.0f} s: se detiene el servidor",
     drain_overdue="Procesos sin terminar {seconds:.0f} s después de la señal: se matan",
     exit_status="terminó con estado {code}",
@@ -65,9 +67,10 @@ ENGLISH = Texts(
     stopped="Server stopped",
     forced="Second signal: exiting at once",
     process_started="Process {index} of {count} serving (pid {pid})",
-    process_died="Process {index} (pid {pid}) {status}; restarting in {delay:.1f} s",
-    process_stopped_badly="Process {index} (pid {pid}) {status} while stopping",
-    process_not_started="Cannot start process {index}: {reason}; retrying in {delay:.1f} s",
+    process_died="Process {index} (pid {pid}) {status}",
+    restarting="; restarting in {delay:.1f} s",
+    while_stopping=" while stopping",
+    process_not_started="Cannot start process {index}: {reason}",
     gave_up="Process {index} failed {failures} times within {window:.0f} s: stopping the server",
     drain_overdue="Processes still running {seconds:.0f} s after the signal: killing them",
     exit_status="exited with status {code}",

@@ -290,11 +290,8 @@ class Supervisor:
             else:
                 fire(PROCESS_MACHINE, process, "exited")
                 if code != 0:
-                    log.warning(
-                        self.texts.process_stopped_badly.format(
-                            index=process.index + 1, pid=pid, status=self._describe(code)
-                        )
-                    )
+                    line = self.texts.process_died.format(index=process.index + 1, pid=pid, status=self._describe(code))
+                    log.warning(line + self.texts.while_stopping)
                     self._status = 1
 
     def _describe(self, code: int) -> str:
@@ -313,13 +310,15 @@ class Supervisor:
         while failures and failures[0] < now - FAILURE_WINDOW:
             failures.popleft()
         delay = min(BACKOFF_MAX, BACKOFF_FIRST * 2 ** (len(failures) - 1))
+        process.start_at = now + delay
         index = process.index + 1
         if pid is None:
-            log.warning(self.texts.process_not_started.format(index=index, reason=why, delay=delay))
+            line = self.texts.process_not_started.format(index=index, reason=why)
         else:
-            log.warning(self.texts.process_died.format(index=index, pid=pid, status=why, delay=delay))
-        process.start_at = now + delay
-        if len(failures) >= FAILURE_LIMIT:
+            line = self.texts.process_died.format(index=index, pid=pid, status=why)
+        giving_up = len(failures) >= FAILURE_LIMIT
+        log.warning(line if giving_up else line + self.texts.restarting.format(delay=delay))
+        if giving_up:
             log.error(self.texts.gave_up.format(index=index, failures=len(failures), window=FAILURE_WINDOW))
             fire(MACHINE, self, "give_up")
             self._stop_all(now)

@@ -232,7 +232,10 @@ def test_repeated_crashes_stop_the_server_with_a_clear_line(supervised):
     assert server.wait() == 1
     server.wait_for_text("El proceso 1 (pid", stream="stderr")
     assert any("terminó con estado 3; se reinicia en" in line for line in server.stderr)
-    gave_up = [line for line in server.stderr if "se detiene el servidor" in line]
+    gave_up = [i for i, line in enumerate(server.stderr) if "se detiene el servidor" in line]
+    assert len(gave_up) == 1
+    assert re.fullmatch(r"warning: El proceso \d \(pid \d+\) terminó con estado 3", server.stderr[gave_up[0] - 1])
+    gave_up = [server.stderr[i] for i in gave_up]
     assert len(gave_up) == 1 and re.fullmatch(
         r"error: El proceso \d falló 5 veces en 30 s: se detiene el servidor", gave_up[0]
     )

@@ -6,7 +6,7 @@ The supervisor binds the port once, at start, for all: one listening socket
 per process, all in one ``SO_REUSEPORT`` group, so the kernel spreads new
 connections evenly over the processes by a hash of their addresses.  (One
 socket shared by all was tried first: whichever process woke first accepted
-the whole backlog, and a burst of 100 connections all went to one process;
+the whole backlog, and a burst of 20 connections all went to one process;
 see docs/operations.md.)  Then it forks N server processes; process ``i``
 inherits the sockets, keeps its own and closes the others, and runs today's
 :class:`server.app.Server` on it (its own ``--workers`` loops).  The
@@ -55,7 +55,7 @@ from typing import Any, NoReturn
 
 from transitions import Machine
 
-from server.app import Server, StartError, open_listener, raise_fd_limit, warn_if_exposed
+from server.app import Server, open_listener, raise_fd_limit, warn_if_exposed
 from server.config import Config
 from server.logs import LOGGER_NAME, setup
 from server.messages import Texts, texts
@@ -412,8 +412,7 @@ class Supervisor:
                 os._exit(status)
 
 
+__all__ = ["MACHINE", "PROCESS_MACHINE", "Supervisor", "fire", "mermaid"]
+
 if __name__ == "__main__":
     print("\n\n".join(mermaid()))
-
-
-__all__ = ["Supervisor", "StartError", "fire", "mermaid"]

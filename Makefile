@@ -29,7 +29,7 @@ else
 endif
 	@$(BIN)/python -m server $(if $(FRAMING),--framing $(FRAMING)) $(ARGS)
 
-## system-deps: the Debian tools some tests drive (nc; spin and the gcc its checkers are built with; openssl for TLS; promtool; haproxy), installed when missing
+## system-deps: the Debian tools some tests drive (nc; spin and the gcc its checkers and the bench's C0 are built with; openssl for TLS; promtool; haproxy), installed when missing
 system-deps:
 	@missing=""; \
 	command -v nc >/dev/null 2>&1 || missing="$$missing netcat-openbsd"; \

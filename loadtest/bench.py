@@ -24,9 +24,20 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from loadtest import driver, report
+from loadtest import driver, report, scaling
 from loadtest.certs import CertError, throwaway_cert
-from loadtest.servers import ALL_SPECS, OURS, OURS_METRICS, ROOT, SPECS, LaunchError, RunningServer
+from loadtest.servers import (
+    ALL_SPECS,
+    ANCHOR,
+    OURS,
+    OURS_METRICS,
+    ROOT,
+    SPECS,
+    LaunchError,
+    RunningServer,
+    ServerSpec,
+    c0_unavailable,
+)
 
 
 @dataclass(frozen=True)
@@ -85,6 +96,8 @@ class Workload:
     fresh: bool = False  # a new server process for every round
     tls: bool = False  # over TLS: the servers get --tls-cert/--tls-key, the driver checks the certificate
     against: tuple[str, ...] = ()  # our server beside these variants of it, instead of the peers
+    #: the servers it runs, from those selected (default: the selected ones themselves)
+    contenders: Callable[[Sequence[str]], list[ServerSpec]] | None = None
 
 
 WORKLOADS: dict[str, Workload] = {
@@ -126,8 +139,27 @@ WORKLOADS: dict[str, Workload] = {
             concurrent=True,
             against=(OURS_METRICS,),
         ),
+        Workload(
+            "W7-W2",
+            lambda s, c: scaling.measure(
+                s, lambda srv: driver.closed_loop(srv, c.w2_connections, c.w2_seconds, c.driver_processes)
+            ),
+            lambda c: c.rounds,
+            concurrent=True,
+            contenders=scaling.contenders,
+        ),
+        Workload(
+            "W7-W3",
+            lambda s, c: scaling.measure(
+                s, lambda srv: driver.churn(srv, c.w3_loops, c.w3_seconds, c.driver_processes)
+            ),
+            lambda c: c.rounds,
+            contenders=scaling.contenders,
+        ),
     )
 }
+#: names that stand for several workloads
+ALIASES: dict[str, list[str]] = {"W7": list(scaling.PARTS)}
 
 _CERT: list[tuple[tempfile.TemporaryDirectory, str, str]] = []
 
@@ -147,12 +179,11 @@ def _tls_args() -> tuple[str, ...]:
     return ("--tls-cert", cert, "--tls-key", key)
 
 
-def _applies(workload: Workload, name: str) -> str | None:
-    """Why ``name`` is left out of ``workload``, or None when it takes part."""
-    spec = SPECS[name]
+def _applies(workload: Workload, spec: ServerSpec) -> str | None:
+    """Why ``spec`` is left out of ``workload``, or None when it takes part."""
     if workload.concurrent and not spec.concurrent:
         return "serves one client at a time"
-    if workload.tls and name != OURS and not spec.tls_only:
+    if workload.tls and spec.id != OURS and not spec.tls_only:
         return "speaks no TLS"
     if not workload.tls and spec.tls_only:
         return "speaks only TLS"
@@ -215,7 +246,7 @@ def _progress(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
-def _start(workload: Workload, names: Sequence[str], errors: list[str], host: str) -> dict[str, RunningServer]:
+def _start(workload: Workload, specs: dict[str, ServerSpec], errors: list[str], host: str) -> dict[str, RunningServer]:
     """Start the servers together (their start-up overlaps) on ``host`` and wait until each listens."""
     try:
         tls = _tls_args() if workload.tls else ()
@@ -223,10 +254,12 @@ def _start(workload: Workload, names: Sequence[str], errors: list[str], host: st
         errors.append(f"{workload.id}: {exc}")
         return {}
     where = ("--host", host)
-    started = {
-        name: RunningServer(ALL_SPECS[name], where + (workload.ours_args if name == OURS else ()) + tls)
-        for name in names
-    }
+    started = {}
+    for name, spec in specs.items():
+        try:
+            started[name] = RunningServer(spec, where + (workload.ours_args if name == OURS else ()) + tls)
+        except LaunchError as exc:
+            errors.append(f"{workload.id} {name}: {exc}")
     running = {}
     for name, server in started.items():
         try:
@@ -259,18 +292,21 @@ def run_workload(
     """
     samples: list[dict[str, Any]] = []
     errors: list[str] = []
-    skipped = [(workload.id, name, why) for name in servers if (why := _applies(workload, name)) is not None]
-    names = [name for name in servers if _applies(workload, name) is None]
-    if workload.against:
-        skipped = []
-        names = [OURS, *workload.against] if OURS in servers else []
+    if workload.contenders is not None:
+        specs = {spec.id: spec for spec in workload.contenders(servers)}
+    elif workload.against:  # ours beside variants of ours, not the peers
+        specs = {name: ALL_SPECS[name] for name in (OURS, *workload.against)} if OURS in servers else {}
+    else:
+        specs = {name: SPECS[name] for name in servers}
+    skipped = [(workload.id, name, why) for name, spec in specs.items() if (why := _applies(workload, spec))]
+    names = [name for name, spec in specs.items() if _applies(workload, spec) is None]
     rounds = workload.rounds(settings)
     running: dict[str, RunningServer] = {}
     try:
         for round_ in range(rounds):
             if round_ == 0 or workload.fresh:
                 _stop(running)
-                running.update(_start(workload, names, errors, host))
+                running.update(_start(workload, {name: specs[name] for name in names}, errors, host))
             order = [name for name in names if name in running]
             shift = round_ % len(order) if order else 0
             for name in order[shift:] + order[:shift]:
@@ -316,7 +352,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         nargs="+",
         default=list(WORKLOADS),
         metavar="W",
-        help="among W1..W5, W2m, W8 (= W8.1 W8.2) (default: all)",
+        help=f"among {', '.join([*WORKLOADS, *ALIASES])} (W7 = W7-W2 and W7-W3, W8 = W8.1 and W8.2; default: all)",
     )
     parser.add_argument("--rounds", type=int, help="interleaved rounds per workload (default 5; quick 1)")
     parser.add_argument(
@@ -324,9 +360,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     args = parser.parse_args(argv)
     args.servers = [n for item in args.servers for n in item.split(",") if n]
-    by_upper = {w.upper(): w for w in WORKLOADS}
+    by_upper = {w.upper(): w for w in [*WORKLOADS, *ALIASES]}
     args.workloads = [by_upper.get(w.upper(), w.upper()) for item in args.workloads for w in item.split(",") if w]
-    # A family name (W8) stands for its members (W8.1, W8.2).
+    # A family name stands for its members: W7 for W7-W2 and W7-W3, W8 for W8.1 and W8.2.
+    args.workloads = [part for w in args.workloads for part in ALIASES.get(w, [w])]
     args.workloads = [member for w in args.workloads for member in ([w] if w in WORKLOADS else _family(w)) or [w]]
     for name in args.servers:
         if name not in SPECS:
@@ -348,6 +385,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = QUICK if args.quick else FULL
     if args.rounds is not None:
         settings = Settings(**{**asdict(settings), "rounds": args.rounds, "w5_rounds": args.rounds})
+    skipped: list[tuple[str, str, str]] = []
+    missing = c0_unavailable()
+    if ANCHOR in args.servers and missing:
+        args.servers.remove(ANCHOR)
+        skipped += [(w, ANCHOR, missing) for w in args.workloads]
+        _progress(f"C0 skipped: {missing}")
     descriptors = driver.raise_fd_limit()
     needed = settings.w4_held + 256  # the server holds them all in one process; the driver spreads them
     if "W4" in args.workloads and descriptors < needed:
@@ -357,7 +400,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     about = machine()
     version = code_version()
     samples: list[dict[str, Any]] = []
-    skipped: list[tuple[str, str, str]] = []
     errors: list[str] = []
     for workload_id in args.workloads:
         more, skip, failed = run_workload(WORKLOADS[workload_id], args.servers, settings, args.host)
@@ -385,7 +427,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     report.write_json(args.out / "bench.json", document, rows, checks)
     heading = report.heading(document)
-    text = report.format_text(heading, table, checks, errors)
+    text = report.format_text(heading, table, checks, errors, report.format_scaling(rows))
     (args.out / "table.md").write_text(text, encoding="utf-8")
     if rows:
         report.chart(args.out / "bench.png", rows, heading, skipped)

@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from loadtest.servers import ALL_SPECS, OURS, OURS_METRICS, PEERS, SPECS
+from loadtest.servers import ALL_SPECS, ANCHOR, OURS, OURS_METRICS, PEERS, SPECS
 
 # Workload id -> (what it does, the unit of its headline figure).
 WORKLOADS: dict[str, tuple[str, str]] = {
@@ -33,7 +33,10 @@ WORKLOADS: dict[str, tuple[str, str]] = {
     "W8.1": ("W1 over TLS 1.3", "round trips/s"),
     "W8.2": ("W2 over TLS 1.3", "replies/s"),
     "W2m": ("W2 with --metrics on, beside W2 with it off", "replies/s"),
+    "W7-W2": ("W2 with --processes 1..cores", "replies/s"),
+    "W7-W3": ("W3 with --processes 1..cores", "sessions/s"),
 }
+SCALING = ("W7-W2", "W7-W3")
 
 
 @dataclass
@@ -52,6 +55,7 @@ class Row:
     driver_cpu_us: float
     machine_busy: float
     ratio_to_best_peer: float = float("nan")
+    cpu_vs_c0: float = float("nan")  # server CPU per reply / C0's in the same workload
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -102,6 +106,11 @@ def summarize(samples: Sequence[dict[str, Any]]) -> list[Row]:
             for row in rows:
                 if row.workload == workload:
                     row.ratio_to_best_peer = row.value / best.value
+        anchor = _find(rows, workload, ANCHOR)
+        if anchor is not None and anchor.server_cpu_us > 0:
+            for row in rows:
+                if row.workload == workload:
+                    row.cpu_vs_c0 = row.server_cpu_us / anchor.server_cpu_us
     order = {name: i for i, name in enumerate(ALL_SPECS)}
     rows.sort(key=lambda row: (row.workload, order.get(row.server, len(order))))
     return rows
@@ -158,6 +167,16 @@ def check_demand(rows: Sequence[Row]) -> list[Check]:
                 cost <= 1.05,
             )
         )
+    ours, p2 = _find(rows, "W2", OURS), _find(rows, "W2", "P2")
+    if ours and p2:
+        checks.append(
+            Check(
+                "W2 server CPU per reply at most P2's",
+                f"{ours.server_cpu_us:.1f} vs {p2.server_cpu_us:.1f} us",
+                ours.server_cpu_us <= p2.server_cpu_us,
+            )
+        )
+    checks += _scaling_checks(rows)
     ours = _find(rows, "W4", OURS)
     if ours:
         extra = ours.extra
@@ -186,6 +205,32 @@ def check_demand(rows: Sequence[Row]) -> list[Check]:
     return checks
 
 
+def _scaling_checks(rows: Sequence[Row]) -> list[Check]:
+    """Issue 12's demand on W7: the sharing costs nothing per message, sessions spread evenly."""
+    checks = []
+    one, two = _find(rows, "W7-W2", f"{OURS}-p1"), _find(rows, "W7-W2", f"{OURS}-p2")
+    if one and two:
+        ratio = two.server_cpu_us / one.server_cpu_us
+        checks.append(
+            Check(
+                "W7 W2 server CPU per reply with --processes 2 at most 10% over --processes 1",
+                f"{two.server_cpu_us:.1f} vs {one.server_cpu_us:.1f} us ({ratio:.2f}x)",
+                ratio <= 1.10,  # the supervisor and the sharing cost nothing per message; less is no fault
+            )
+        )
+    for row in rows:
+        if row.workload == "W7-W3" and "spread_from_even" in row.extra:
+            spread = row.extra["spread_from_even"]
+            checks.append(
+                Check(
+                    f"W7 W3 sessions within 20% of even over {row.server.rsplit('-p', 1)[-1]} processes",
+                    f"{spread * 100:.0f}% from even",
+                    spread <= 0.20,
+                )
+            )
+    return checks
+
+
 def _number(value: float, digits: int = 0) -> str:
     if math.isnan(value):
         return "-"
@@ -204,20 +249,23 @@ def format_table(rows: Sequence[Row], not_applicable: Sequence[tuple[str, str, s
     """The main table (Markdown, readable as plain text too), then W4's memory and threads."""
     lines = [
         "| workload | server | figure (median) | range over rounds | p50 us | p99 us | x best peer "
-        "| server CPU us/reply | driver CPU us/reply | machine busy |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| server CPU us/reply | CPU / C0 | driver CPU us/reply | machine busy |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in rows:
+        if row.workload in SCALING:
+            continue  # their own table: format_scaling
         unit = WORKLOADS.get(row.workload, ("", ""))[1]
         lines.append(
             f"| {row.workload} | {ALL_SPECS[row.server].label if row.server in ALL_SPECS else row.server} "
             f"| {_number(row.value)} {unit} | {_short(row.value_min)}-{_short(row.value_max)} "
             f"| {_number(row.p50_us)} | {_number(row.p99_us)} "
             f"| {_number(row.ratio_to_best_peer, 2)} | {_number(row.server_cpu_us, 1)} "
-            f"| {_number(row.driver_cpu_us, 1)} | {_number(row.machine_busy * 100)}% |"
+            f"| {_number(row.cpu_vs_c0, 2)} | {_number(row.driver_cpu_us, 1)} | {_number(row.machine_busy * 100)}% |"
         )
     for workload, server, reason in not_applicable:
-        lines.append(f"| {workload} | {ALL_SPECS[server].label} | n/a: {reason} | | | | | | | |")
+        if workload not in SCALING:
+            lines.append(f"| {workload} | {ALL_SPECS[server].label} | n/a: {reason} | | | | | | | | |")
     held = [row for row in rows if row.workload == "W4"]
     if held:
         lines += [
@@ -238,6 +286,38 @@ def format_table(rows: Sequence[Row], not_applicable: Sequence[tuple[str, str, s
     return "\n".join(lines)
 
 
+def format_scaling(rows: Sequence[Row]) -> str:
+    """W7: each process count beside C0 and P2, for W2 and W3."""
+
+    def order(row: Row) -> tuple[str, int, int]:
+        prefix = f"{OURS}-p"
+        if row.server.startswith(prefix):
+            return (row.workload, 0, int(row.server[len(prefix) :]))
+        return (row.workload, 1, list(SPECS).index(row.server) if row.server in SPECS else 0)
+
+    scaling = sorted((row for row in rows if row.workload in SCALING), key=order)
+    if not scaling:
+        return ""
+    lines = [
+        "| W7 | server | figure (median) | range over rounds | server CPU us/reply | CPU / C0 "
+        "| sessions per process (round 1) | from even | CPU s per process (round 1) | machine busy |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in scaling:
+        extra = row.extra
+        label = SPECS[row.server].label if row.server in SPECS else row.server.replace(f"{OURS}-p", "upperecho x")
+        taken = extra.get("sessions_by_process")
+        cpu = extra.get("cpu_by_process_s")
+        lines.append(
+            f"| {row.workload[3:]} | {label} | {_number(row.value)} {WORKLOADS[row.workload][1]} "
+            f"| {_short(row.value_min)}-{_short(row.value_max)} | {_number(row.server_cpu_us, 1)} "
+            f"| {_number(row.cpu_vs_c0, 2)} | {' / '.join(str(n) for n in taken) if taken else '-'} "
+            f"| {_number(extra['spread_from_even'] * 100) + '%' if 'spread_from_even' in extra else '-'} "
+            f"| {' / '.join(f'{c:.2f}' for c in cpu) if cpu else '-'} | {_number(row.machine_busy * 100)}% |"
+        )
+    return "\n".join(lines)
+
+
 def format_checks(checks: Sequence[Check]) -> str:
     return "\n".join(f"- [{'x' if c.met else ' '}] {c.demand}: {c.measured}" for c in checks)
 
@@ -247,9 +327,11 @@ def write_json(path: Path, document: dict[str, Any], rows: Sequence[Row], checks
     path.write_text(json.dumps(document, indent=2, allow_nan=True) + "\n", encoding="utf-8")
 
 
-def format_text(heading: str, table: str, checks: Sequence[Check], errors: Sequence[str]) -> str:
+def format_text(heading: str, table: str, checks: Sequence[Check], errors: Sequence[str], scaling: str = "") -> str:
     """What the bench prints and writes to ``table.md``."""
     text = f"{heading}\n\n{table}\n"
+    if scaling:
+        text += f"\n{scaling}\n"
     if checks:
         text += f"\nTargets (see docs/benchmarks.md):\n{format_checks(checks)}\n"
     if errors:
@@ -330,6 +412,7 @@ def chart(path: Path, rows: Sequence[Row], title: str, not_applicable: Sequence[
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    rows = [row for row in rows if row.workload not in SCALING]
     workloads, servers, slots = chart_slots(rows, not_applicable)
     width = 0.8 / max(1, len(servers))
     figure, (top, bottom) = plt.subplots(2, 1, figsize=(10, 9), layout="constrained")

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +24,9 @@ import psutil
 ROOT = Path(__file__).resolve().parent.parent
 _ADDRESS = re.compile(r"(\S+):(\d+)\s*$")
 OURS = "upperecho"
+ANCHOR = "C0"  # the C limit: no peer, the yardstick for server CPU per reply
+C0_SOURCE = ROOT / "loadtest" / "peers" / "c0.c"
+C0_BINARY = ROOT / "build" / "c0" / "c0"
 
 
 @dataclass(frozen=True)
@@ -34,6 +39,42 @@ class ServerSpec:
     args: tuple[str, ...] = ()
     concurrent: bool = True
     tls_only: bool = False  # speaks only TLS: measured in the TLS workloads (W8) alone
+    #: the command instead of ``python -m module`` (C0: built first)
+    command: Callable[[], list[str]] | None = None
+
+
+class LaunchError(RuntimeError):
+    """A server did not start or did not say where it listens."""
+
+
+def c0_unavailable() -> str | None:
+    """Why C0 cannot run here (no C compiler), or None."""
+    if shutil.which("cc") is None and not C0_BINARY.exists():
+        return "no C compiler (cc) to build C0; install one (Debian: gcc)"
+    return None
+
+
+def c0_command() -> list[str]:
+    """Build C0 with the system C compiler when its source is newer than the binary."""
+    binary = C0_BINARY
+    if not binary.exists() or binary.stat().st_mtime < C0_SOURCE.stat().st_mtime:
+        compiler = shutil.which("cc")
+        if compiler is None:
+            raise LaunchError(c0_unavailable() or "no C compiler (cc)")
+        binary.parent.mkdir(parents=True, exist_ok=True)
+        building = binary.with_name(f"c0.{os.getpid()}")
+        done = subprocess.run(
+            [compiler, "-O2", "-o", str(building), str(C0_SOURCE)], capture_output=True, text=True, timeout=120
+        )
+        if done.returncode != 0:
+            raise LaunchError(f"building C0 failed: {done.stderr.strip()[-500:]}")
+        os.replace(building, binary)  # atomic: a concurrent build cannot leave half a binary
+    return [str(binary)]
+
+
+def with_processes(count: int) -> ServerSpec:
+    """Our server with ``--processes count`` (W7)."""
+    return ServerSpec(f"{OURS}-p{count}", f"upperecho --processes {count}", "server", ("-q", "--processes", str(count)))
 
 
 SPECS: dict[str, ServerSpec] = {
@@ -45,19 +86,16 @@ SPECS: dict[str, ServerSpec] = {
         ServerSpec("P3", "P3 ThreadingTCPServer", "loadtest.peers.threading_server"),
         ServerSpec("P4", "P4 blocking seed", "loadtest.peers.blocking_seed", concurrent=False),
         ServerSpec("P1tls", "P1 asyncio streams over TLS", "loadtest.peers.asyncio_tls", tls_only=True),
+        ServerSpec(ANCHOR, "C0 C epoll (limit)", "", command=c0_command),
     )
 }
-PEERS = tuple(name for name in SPECS if name != OURS)
+PEERS = tuple(name for name in SPECS if name not in (OURS, ANCHOR))
 OURS_METRICS = "upperecho+metrics"
 #: Our server run another way, for rows that compare it with itself (W2m); not a contender of its own.
 VARIANTS: dict[str, ServerSpec] = {
     OURS_METRICS: ServerSpec(OURS_METRICS, "upperecho, metrics on", "server", ("-q", "--metrics", "127.0.0.1:0")),
 }
 ALL_SPECS: dict[str, ServerSpec] = {**SPECS, **VARIANTS}
-
-
-class LaunchError(RuntimeError):
-    """A server did not start or did not say where it listens."""
 
 
 class RunningServer:
@@ -68,8 +106,9 @@ class RunningServer:
         # The files live as long as the server: stop() closes them.
         self._out = tempfile.TemporaryFile(mode="w+", encoding="utf-8", errors="replace")  # noqa: SIM115
         self._err = tempfile.TemporaryFile(mode="w+", encoding="utf-8", errors="replace")  # noqa: SIM115
+        command = spec.command() if spec.command is not None else [sys.executable, "-m", spec.module]
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", spec.module, "--port", "0", *spec.args, *extra_args],
+            [*command, "--port", "0", *spec.args, *extra_args],
             cwd=ROOT,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
             stdin=subprocess.DEVNULL,
@@ -124,9 +163,25 @@ class RunningServer:
         return self._process
 
     def cpu_seconds(self) -> float:
-        """User plus system CPU time of the server process so far, all threads."""
-        times = self.process.cpu_times()
-        return times.user + times.system
+        """User plus system CPU time of the server so far, all threads, with its child processes (W7)."""
+        return sum(self.cpu_by_process().values())
+
+    def cpu_by_process(self) -> dict[int, float]:
+        """{pid: user + system CPU seconds} for the server process and each process it started."""
+        found = {}
+        for process in (self.process, *self._children()):
+            try:
+                times = process.cpu_times()
+            except psutil.NoSuchProcess:
+                continue
+            found[process.pid] = times.user + times.system
+        return found
+
+    def _children(self) -> list[psutil.Process]:
+        try:
+            return self.process.children(recursive=True)
+        except psutil.NoSuchProcess:
+            return []
 
     def threads(self) -> int:
         return self.process.num_threads()

@@ -20,7 +20,12 @@ def main(argv: list[str] | None = None) -> int:
     sys.stdout.reconfigure(line_buffering=True)
     setup(config.log_level, config.log_format)
     try:
-        server = Server(config)
+        if config.processes > 1:
+            from server.supervisor import Supervisor
+
+            server = Supervisor(config)
+        else:
+            server = Server(config)
         host, port = server.bind()
     except StartError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -28,6 +28,7 @@ import time
 from server.config import Config
 from server.logs import LOGGER_NAME
 from server.messages import texts
+from server.sharing import SharedLimit
 from server.tls import TlsServer, TlsSetupError, server_context
 from server.worker import Worker
 
@@ -54,11 +55,75 @@ class StartError(Exception):
     """The server cannot start (port in use, no permission, ...): one clear line."""
 
 
+def open_listener(host: str, port: int, reuse_port: bool = False) -> socket.socket:
+    """A non-blocking listening socket on ``host:port``, or :class:`StartError` in one clear line.
+
+    ``reuse_port``: one of a group of sockets on the same port (``SO_REUSEPORT``)
+    among which the kernel spreads new connections (``--processes``)."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise StartError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    family, kind, proto, _, address = infos[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if family == socket.AF_INET6:
+            dual_stack(sock)
+        sock.bind(address)
+        sock.listen(min(4096, socket.SOMAXCONN * 32))
+    except OSError as exc:
+        sock.close()
+        raise StartError(f"cannot listen on {host}:{port}: {(exc.strerror or str(exc)).lower()}") from None
+    sock.setblocking(False)
+    return sock
+
+
+def raise_fd_limit(max_connections: int) -> None:
+    """S5: lift the soft open-file limit to the hard one; warn if it is still too low."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError):
+            pass  # keep the soft limit we have
+    needed = max_connections + _FD_RESERVE
+    if soft != resource.RLIM_INFINITY and needed > soft:
+        log.warning(
+            "--max-connections %d needs about %d file descriptors but the limit is %d; "
+            "connections beyond it will wait until others close",
+            max_connections,
+            needed,
+            soft,
+        )
+
+
+def warn_if_exposed(host: str) -> None:
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = host == "localhost"
+    if not loopback:
+        log.warning(
+            "listening on %s, which is reachable from other machines; --max-connections is the flood guard", host
+        )
+
+
 class Server:
     """Listen, accept, hand out; see the module docstring."""
 
-    def __init__(self, config: Config) -> None:
+    #: False in a process under the supervisor, which sends SIGKILL itself on a second
+    #: signal: there a repeated SIGTERM (from the supervisor and from whoever signalled
+    #: the whole group, as systemd does) must not cut the drain short.
+    second_signal_exits = True
+
+    def __init__(self, config: Config, shared: SharedLimit | None = None) -> None:
         self.config = config
+        self.shared = shared
         self.texts = texts(config.lang)
         self._live = 0
         self._live_lock = threading.Lock()
@@ -89,56 +154,19 @@ class Server:
 
     def bind(self) -> tuple[str, int]:
         """Open the listening socket; returns the address actually bound."""
-        host, port = self.config.host, self.config.port
-        try:
-            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-        except socket.gaierror as exc:
-            raise StartError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
-        family, kind, proto, _, address = infos[0]
-        sock = socket.socket(family, kind, proto)
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            if family == socket.AF_INET6:
-                dual_stack(sock)
-            sock.bind(address)
-            sock.listen(min(4096, socket.SOMAXCONN * 32))
-        except OSError as exc:
-            sock.close()
-            raise StartError(f"cannot listen on {host}:{port}: {(exc.strerror or str(exc)).lower()}") from None
-        sock.setblocking(False)
-        self._listener = sock
-        bound = sock.getsockname()
+        self._listener = open_listener(self.config.host, self.config.port)
+        bound = self._listener.getsockname()
         return bound[0], bound[1]
 
+    def adopt(self, listener: socket.socket) -> None:
+        """Serve a listening socket opened elsewhere (a process under ``--processes``)."""
+        self._listener = listener
+
     def raise_fd_limit(self) -> None:
-        """S5: lift the soft open-file limit to the hard one; warn if it is still too low."""
-        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-        if hard == resource.RLIM_INFINITY or soft < hard:
-            target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
-            try:
-                resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-                soft = target
-            except (ValueError, OSError):
-                pass  # keep the soft limit we have
-        needed = self.config.max_connections + _FD_RESERVE
-        if soft != resource.RLIM_INFINITY and needed > soft:
-            log.warning(
-                "--max-connections %d needs about %d file descriptors but the limit is %d; "
-                "connections beyond it will wait until others close",
-                self.config.max_connections,
-                needed,
-                soft,
-            )
+        raise_fd_limit(self.config.max_connections)
 
     def warn_if_exposed(self, host: str) -> None:
-        try:
-            loopback = ipaddress.ip_address(host).is_loopback
-        except ValueError:
-            loopback = host == "localhost"
-        if not loopback:
-            log.warning(
-                "listening on %s, which is reachable from other machines; --max-connections is the flood guard", host
-            )
+        warn_if_exposed(host)
 
     # -- run ------------------------------------------------------------------
 
@@ -146,6 +174,9 @@ class Server:
         """Run the workers until a signal; drain; return the exit status."""
         signal.signal(signal.SIGINT, self._on_signal)
         signal.signal(signal.SIGTERM, self._on_signal)
+        # A signal the kernel hands to a worker thread must still wake the main
+        # thread out of its recv(): the C-level handler writes to this socket too.
+        signal.set_wakeup_fd(self._wake_w.fileno(), warn_on_full_buffer=False)
         exclusive = len(self.workers) > 1
         for worker in self.workers:
             worker.listen(self._listener, exclusive)
@@ -157,6 +188,8 @@ class Server:
     def _on_signal(self, signum: int, frame: object) -> None:
         self._signals += 1
         if self._signals > 1:
+            if not self.second_signal_exits:
+                return
             log.warning(self.texts.forced)
             os._exit(128 + signum)
         try:
@@ -171,7 +204,7 @@ class Server:
         if self._exhausted_logged:  # accepting works again: a later failure is news
             self._exhausted_logged = False
         with self._live_lock:
-            if self._live < self.config.max_connections:
+            if self._live < self.config.max_connections and (self.shared is None or self.shared.take()):
                 self._live += 1
                 admitted = True
             else:
@@ -183,6 +216,8 @@ class Server:
     def session_ended(self) -> None:
         with self._live_lock:
             self._live -= 1
+            if self.shared is not None:
+                self.shared.release()
 
     def refused(self, reason: str) -> None:
         """Count one refusal (a connection closed before it became a session of the protocol)."""

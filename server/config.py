@@ -51,6 +51,9 @@ def networks(text: str) -> tuple[Network, ...]:
     return tuple(found)
 
 
+MAX_PROCESSES = 1024
+
+
 def default_workers() -> int:
     """One event loop under the GIL, where more threads only take turns (measured in
     docs/benchmarks.md); one per core, up to 8, on a free-threaded Python."""
@@ -58,11 +61,19 @@ def default_workers() -> int:
     return 1 if gil_enabled else max(1, min(8, os.cpu_count() or 1))
 
 
+def processes(text: str) -> int:
+    """``--processes``: a count, or ``auto`` for one per core (O1)."""
+    if text.strip().lower() == "auto":
+        return max(1, min(MAX_PROCESSES, os.cpu_count() or 1))
+    return bounded(int, 1, MAX_PROCESSES)(text)
+
+
 @dataclass(frozen=True, slots=True)
 class Config:
     host: str = DEFAULT_HOST
     port: int = DEFAULT_PORT
     workers: int = 1
+    processes: int = 1
     max_connections: int = DEFAULT_MAX_CONNECTIONS
     max_line: int = DEFAULT_MAX_LINE
     idle_timeout: float = DEFAULT_IDLE_TIMEOUT
@@ -97,6 +108,13 @@ _OPTIONS: list[tuple[str, Callable[[str], Any], Any, str, Sequence[str] | None]]
     ("host", host, DEFAULT_HOST, "address to listen on (default %(default)s)", None),
     ("port", bounded(int, 0, 65535), DEFAULT_PORT, "TCP port; 0 picks a free one (default %(default)s)", None),
     ("workers", bounded(int, 1, 256), None, "event-loop threads (default: 1 under the GIL, else one per core)", None),
+    (
+        "processes",
+        processes,
+        1,
+        "server processes sharing the port, or 'auto' for one per core (default %(default)s)",
+        None,
+    ),
     (
         "max-connections",
         bounded(int, 1),
@@ -193,6 +211,11 @@ def parse(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None =
         values["log_level"] = "warning"
     if (values["tls_cert"] is None) != (values["tls_key"] is None):
         raise UsageError("--tls-cert and --tls-key go together: give both, or neither")
+    if values["metrics"] is not None and values["processes"] > 1:
+        raise UsageError(
+            "--metrics with --processes is not supported yet: run one process per metrics endpoint "
+            "(see docs/operations.md)"
+        )
     if values["tls_cert"] is not None and values["proxy_protocol"] != PROXY_OFF:
         raise UsageError(
             "--proxy-protocol with --tls-cert is not supported: terminate TLS at the proxy "

@@ -30,6 +30,16 @@ class Texts:
         words = self.reasons.get(reason or "", (reason or "").replace("_", " "))
         return self.closed.format(peer=peer, reason=words)
 
+    process_started: str
+    process_died: str
+    restarting: str
+    while_stopping: str
+    process_not_started: str
+    gave_up: str
+    drain_overdue: str
+    exit_status: str
+    exit_signal: str
+
 
 SPANISH = Texts(
     listening="Servidor TCP esperando conexiones en {address}",
@@ -54,6 +64,15 @@ SPANISH = Texts(
     },
     tls_failed="Negociación TLS fallida con el cliente {peer}: {reason}",
     proxy_refused="Conexión rechazada de {peer} (protocolo PROXY): {reason} ({count} en total)",
+    process_started="Proceso {index} de {count} atendiendo conexiones (pid {pid})",
+    process_died="El proceso {index} (pid {pid}) {status}",
+    restarting="; se reinicia en {delay:.1f} s",
+    while_stopping=" al detenerse",
+    process_not_started="No se puede iniciar el proceso {index}: {reason}",
+    gave_up="El proceso {index} falló {failures} veces en {window:.0f} s: se detiene el servidor",
+    drain_overdue="Procesos sin terminar {seconds:.0f} s después de la señal: se matan",
+    exit_status="terminó con estado {code}",
+    exit_signal="murió por la señal {signum} ({name})",
 )
 
 ENGLISH = Texts(
@@ -79,6 +98,15 @@ ENGLISH = Texts(
     },
     tls_failed="TLS handshake failed with client {peer}: {reason}",
     proxy_refused="Connection refused from {peer} (PROXY protocol): {reason} ({count} so far)",
+    process_started="Process {index} of {count} serving (pid {pid})",
+    process_died="Process {index} (pid {pid}) {status}",
+    restarting="; restarting in {delay:.1f} s",
+    while_stopping=" while stopping",
+    process_not_started="Cannot start process {index}: {reason}",
+    gave_up="Process {index} failed {failures} times within {window:.0f} s: stopping the server",
+    drain_overdue="Processes still running {seconds:.0f} s after the signal: killing them",
+    exit_status="exited with status {code}",
+    exit_signal="was killed by signal {signum} ({name})",
 )
 
 

@@ -32,11 +32,13 @@ class ServerProcess:
         start_timeout: float = 30.0,
         preexec_fn=None,
         module: str = "server",
+        command: Sequence[str] | None = None,
     ) -> None:
+        """``command`` replaces ``python -m server`` (e.g. a ``python -c`` wrapper); the flags follow it."""
         self.args = ["--port", "0", *args] if "--port" not in args else list(args)
         full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", module, *self.args],
+            [*(command or (sys.executable, "-m", module)), *self.args],
             cwd=ROOT,
             env=full_env,
             stdout=subprocess.PIPE,

@@ -10,9 +10,9 @@ import sys
 
 import pytest
 
-from loadtest import driver, report
+from loadtest import driver, report, scaling
 from loadtest.bench import parse_args
-from loadtest.servers import OURS, OURS_METRICS, PEERS, SPECS, RunningServer, ServerSpec
+from loadtest.servers import ANCHOR, OURS, OURS_METRICS, PEERS, SPECS, RunningServer, ServerSpec, c0_unavailable
 from tests.serverproc import ROOT
 
 CARELESS = ServerSpec("careless", "careless peer", "tests.loadtest.careless_peer")
@@ -34,13 +34,15 @@ def test_quick_bench_writes_a_table_json_and_chart_with_numbers_in_every_row(tmp
     document = json.loads((tmp_path / "bench.json").read_text(encoding="utf-8"))
     assert document["errors"] == []
     rows = {(row["workload"], row["server"]): row for row in document["summary"]}
-    tls = {name for name in (OURS, *PEERS) if name == OURS or SPECS[name].tls_only}
-    expected = {
-        (w, s) for w in report.WORKLOADS for s in (OURS, *PEERS) if (s in tls) == w.startswith("W8") or s == OURS
-    }
+    anchor = () if c0_unavailable() else (ANCHOR,)
+    classic = [w for w in report.WORKLOADS if w not in report.SCALING]
+    contenders = (OURS, *PEERS, *anchor)
+    tls = {name for name in contenders if name == OURS or SPECS[name].tls_only}
     assert "P1tls" in tls and len(tls) == 2
-    expected = expected - {("W2", "P4"), ("W4", "P4")}
-    expected = expected - {("W2m", peer) for peer in PEERS} | {("W2m", OURS_METRICS)}  # ours beside ours
+    applies = {(w, s) for w in classic for s in contenders if (s in tls) == w.startswith("W8") or s == OURS}
+    expected = applies - {("W2", "P4"), ("W4", "P4")}
+    expected = expected - {("W2m", s) for s in contenders} | {("W2m", OURS), ("W2m", OURS_METRICS)}  # ours beside ours
+    expected |= {(w, spec.id) for w in report.SCALING for spec in scaling.contenders([*PEERS, *anchor])}
     assert set(rows) == expected
     for (workload, _), row in rows.items():
         assert row["value"] > 0
@@ -50,9 +52,17 @@ def test_quick_bench_writes_a_table_json_and_chart_with_numbers_in_every_row(tmp
         if workload != "W5":  # one pipelined burst has no per-reply latency
             numbers += [row["p50_us"], row["p99_us"]]
         assert all(math.isfinite(n) and n >= 0 for n in numbers), row
-    assert {(n["workload"], n["server"]) for n in document["not_applicable"]} == (
-        {(w, s) for w in report.WORKLOADS if w != "W2m" for s in (OURS, *PEERS)} - expected
-    ) | {("W2", "P4"), ("W4", "P4")}  # W2m has no peers to leave out: ours beside ours
+    not_applicable = ({(w, s) for w in classic if w != "W2m" for s in contenders} - applies) | {
+        ("W2", "P4"),
+        ("W4", "P4"),
+    }
+    not_applicable |= {(w, ANCHOR) for w in report.WORKLOADS if not anchor}
+    assert {(n["workload"], n["server"]) for n in document["not_applicable"]} == not_applicable
+    if anchor:  # (not W5: one quick burst can cost C0 less than the 10 ms clock tick)
+        assert all(math.isfinite(row["cpu_vs_c0"]) for (w, _), row in rows.items() if w in ("W2", "W7-W2"))
+    for processes in scaling.process_counts()[1:]:
+        spread = rows[("W7-W3", f"{OURS}-p{processes}")]["extra"]
+        assert len(spread["sessions_by_process"]) == processes and sum(spread["sessions_by_process"]) > 0
     assert rows[("W4", OURS)]["extra"]["held"] > 0
     assert {check["demand"] for check in document["demand"]} >= {
         "W4 RSS per held connection <= 16 KiB",
@@ -184,10 +194,26 @@ def test_unknown_server_or_workload_is_a_usage_error(capsys):
         parse_args(["--servers", "P9"])
     assert "unknown server 'P9'" in capsys.readouterr().err
     with pytest.raises(SystemExit):
-        parse_args(["--workloads", "W7"])
+        parse_args(["--workloads", "W9"])
     assert parse_args(["--servers", "upperecho,P2", "--workloads", "w1", "W5"]).workloads == ["W1", "W5"]
     assert parse_args(["--workloads", "W8"]).workloads == ["W8.1", "W8.2"]
     assert parse_args(["--workloads", "w8.2"]).workloads == ["W8.2"]
+    assert parse_args(["--workloads", "W7", "W2"]).workloads == ["W7-W2", "W7-W3", "W2"]
+
+
+def test_w7_spread_and_its_demand_lines():
+    assert scaling.spread([10, 0], [70, 40]) == {"sessions_by_process": [60, 40], "spread_from_even": 0.2}
+    assert scaling.spread(None, [1, 2]) == {}
+    samples = [
+        _sample("W7-W2", f"{OURS}-p1", 100.0, cpu=10.0),
+        _sample("W7-W2", f"{OURS}-p2", 150.0, cpu=11.5),
+        _sample("W7-W3", f"{OURS}-p2", 50.0, spread_from_even=0.3, sessions_by_process=[65, 35]),
+    ]
+    rows = report.summarize(samples)
+    checks = {check.demand: check for check in report.check_demand(rows)}
+    assert not checks["W7 W2 server CPU per reply with --processes 2 at most 10% over --processes 1"].met
+    assert not checks["W7 W3 sessions within 20% of even over 2 processes"].met
+    assert "65 / 35 | 30%" in report.format_scaling(rows)
 
 
 RESULTS = ROOT / "loadtest" / "results"

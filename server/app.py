@@ -6,7 +6,9 @@ threads and no extra wake-up.  With several workers the listener is
 registered with ``EPOLLEXCLUSIVE``, so one connection wakes one worker.  The
 thread count is ``1 + workers`` however many clients there are (S1).  The main
 thread only waits for signals: the first SIGINT/SIGTERM starts a graceful
-shutdown (L11), a second one exits at once.
+shutdown (L11), a second one exits at once.  A worker that fails wakes it too:
+the server says why in one line and shuts down with a non-zero status, so no
+listening socket is left that nobody serves (S7).
 
 What is shared between workers lives here, under locks: the count of live
 sessions (L10) and the rate of the console's busy and out-of-descriptor
@@ -58,6 +60,7 @@ class Server:
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_w.setblocking(False)
         self._signals = 0
+        self._failed = False
         self._warn_lock = threading.Lock()
         self._exhausted_logged = False
         self._busy_tokens = float(_BUSY_BURST)
@@ -128,9 +131,10 @@ class Server:
         for worker in self.workers:
             worker.listen(self._listener, exclusive)
             worker.start()
-        while not self._signals:
+        while not self._signals and not self._failed:
             self._wake_r.recv(64)
-        return self._shutdown()
+        status = self._shutdown()
+        return 1 if self._failed else status
 
     def _on_signal(self, signum: int, frame: object) -> None:
         self._signals += 1
@@ -143,6 +147,16 @@ class Server:
             pass  # a wake-up is already waiting
 
     # -- bookkeeping called by workers ----------------------------------------
+
+    def worker_failed(self, worker: threading.Thread, exc: BaseException) -> None:
+        """A worker's loop raised: one line says why, and the main thread shuts the server down (S7)."""
+        log.debug("%s failed", worker.name, exc_info=exc)
+        log.error("%s stopped on %s: %s; shutting the server down", worker.name, type(exc).__name__, exc)
+        self._failed = True
+        try:
+            self._wake_w.send(b"\0")
+        except OSError:
+            pass  # a wake-up is already waiting
 
     def admit(self, peer: object) -> bool:
         """A connection was accepted: True makes it a session, False refuses it as busy (L10)."""

@@ -10,7 +10,7 @@ from typing import Any
 
 from server.logs import LEVELS
 from server.messages import LANGS
-from server.options import ENV_PREFIX, Parser, bounded, from_env, host
+from server.options import ENV_PREFIX, Parser, bounded, duration, from_env, host
 from statemachine.session import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_LINE, FRAMINGS, Limits
 
 DEFAULT_HOST = "127.0.0.1"
@@ -18,6 +18,11 @@ DEFAULT_PORT = 5000
 DEFAULT_MAX_CONNECTIONS = 10000
 DEFAULT_DRAIN_TIMEOUT = 5.0
 DEFAULT_OUTPUT_LIMIT = 1 << 20
+# S7: the largest counts a flag accepts.  A million sessions is already far past
+# what one process's descriptors and memory allow (docs/reliability.md sizes
+# them); a 64 MiB message is past any use of a line echo.
+MAX_CONNECTIONS = 1_000_000
+MAX_LINE = 64 << 20
 
 
 def default_workers() -> int:
@@ -53,22 +58,22 @@ _OPTIONS: list[tuple[str, Callable[[str], Any], Any, str, Sequence[str] | None]]
     ("workers", bounded(int, 1, 256), None, "event-loop threads (default: 1 under the GIL, else one per core)", None),
     (
         "max-connections",
-        bounded(int, 1),
+        bounded(int, 1, MAX_CONNECTIONS),
         DEFAULT_MAX_CONNECTIONS,
         "open sessions before 'server busy' (default %(default)s)",
         None,
     ),
-    ("max-line", bounded(int, 1), DEFAULT_MAX_LINE, "longest message in bytes (default %(default)s)", None),
+    ("max-line", bounded(int, 1, MAX_LINE), DEFAULT_MAX_LINE, "longest message in bytes (default %(default)s)", None),
     (
         "idle-timeout",
-        bounded(float, 0),
+        duration(),
         DEFAULT_IDLE_TIMEOUT,
         "seconds without input before closing; 0 = off (default %(default)s)",
         None,
     ),
     (
         "drain-timeout",
-        bounded(float, 0),
+        duration(),
         DEFAULT_DRAIN_TIMEOUT,
         "seconds to finish closing and to shut down (default %(default)s)",
         None,

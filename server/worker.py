@@ -116,8 +116,8 @@ class Worker(threading.Thread):
         self._stop_requested = True
         try:
             self._wake_w.send(b"\0")
-        except BlockingIOError:
-            pass  # already full of wake-ups
+        except OSError:
+            pass  # already full of wake-ups, or the loop has ended (and closed it)
 
     # -- the loop -------------------------------------------------------------
 
@@ -151,9 +151,8 @@ class Worker(threading.Thread):
                     self._resume_accepting()
                 if self._stopping and (not self.conns or now >= self._hard_deadline):
                     break
-        except Exception:
-            log.exception("worker %s failed", self.name)
-            raise
+        except Exception as exc:  # reported by the server, which then stops (S7)
+            self.server.worker_failed(self, exc)
         finally:
             self.not_accepting.set()
             for conn in list(self.conns.values()):

@@ -31,11 +31,13 @@ class ServerProcess:
         env: dict[str, str] | None = None,
         start_timeout: float = 30.0,
         preexec_fn=None,
+        launcher: Sequence[str] = ("-m", "server"),
     ) -> None:
+        """``launcher``: what follows the interpreter instead of ``-m server`` (e.g. a ``-c`` wrapper)."""
         self.args = ["--port", "0", *args] if "--port" not in args else list(args)
         full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "server", *self.args],
+            [sys.executable, *launcher, *self.args],
             cwd=ROOT,
             env=full_env,
             stdout=subprocess.PIPE,

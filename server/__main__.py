@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
+from server import logs
 from server.app import Server, StartError
 from server.config import parse
-from server.logs import setup
 from server.options import UsageError
 
 
@@ -16,8 +17,7 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    sys.stdout.reconfigure(line_buffering=True)
-    setup(config.log_level)
+    logs.setup(config.log_level)
     server = Server(config)
     try:
         host, port = server.bind()
@@ -28,7 +28,10 @@ def main(argv: list[str] | None = None) -> int:
     shown = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     print(server.texts.listening.format(address=shown), flush=True)
     server.warn_if_exposed(host)
-    return server.serve()
+    status = server.serve()
+    if not logs.close(server.console_time_left()):
+        os._exit(status)  # the console is stuck (S6): exiting must not wait for it, nor flush it
+    return status
 
 
 if __name__ == "__main__":

@@ -4,7 +4,8 @@ Each worker polls the listening socket beside its connections and accepts for
 itself, as nginx's workers do: a new connection costs no hand-over between
 threads and no extra wake-up.  With several workers the listener is
 registered with ``EPOLLEXCLUSIVE``, so one connection wakes one worker.  The
-thread count is ``1 + workers`` however many clients there are (S1).  The main
+thread count is ``2 + workers`` (with the console writer of :mod:`server.logs`)
+however many clients there are (S1).  The main
 thread only waits for signals: the first SIGINT/SIGTERM starts a graceful
 shutdown (L11), a second one exits at once.  A worker that fails wakes it too:
 the server says why in one line and shuts down with a non-zero status, so no
@@ -23,10 +24,10 @@ import os
 import resource
 import signal
 import socket
-import sys
 import threading
 import time
 
+from server import logs
 from server.config import Config
 from server.logs import LOGGER_NAME
 from server.messages import texts
@@ -39,6 +40,9 @@ log = logging.getLogger(LOGGER_NAME)
 # the workers wait on a console nobody reads).
 _BUSY_BURST = 10
 _BUSY_PER_SECOND = 1.0
+# At exit the console gets what is left of the drain time to write its backlog,
+# but at least this long (S6).
+_CONSOLE_GRACE = 0.5
 # Descriptors the process needs besides its connections (stdio, selectors, wake-ups).
 _FD_RESERVE = 64
 
@@ -61,6 +65,7 @@ class Server:
         self._wake_w.setblocking(False)
         self._signals = 0
         self._failed = False
+        self._exit_by: float | None = None
         self._warn_lock = threading.Lock()
         self._exhausted_logged = False
         self._busy_tokens = float(_BUSY_BURST)
@@ -140,6 +145,7 @@ class Server:
         self._signals += 1
         if self._signals > 1:
             log.warning(self.texts.forced)
+            logs.flush(_CONSOLE_GRACE)
             os._exit(128 + signum)
         try:
             self._wake_w.send(b"\0")
@@ -200,7 +206,13 @@ class Server:
 
     # -- stop -----------------------------------------------------------------
 
+    def console_time_left(self) -> float:
+        """How long exiting may still wait for the console: the rest of the drain time (S6)."""
+        left = 0.0 if self._exit_by is None else self._exit_by - time.monotonic()
+        return max(_CONSOLE_GRACE, left)
+
     def _shutdown(self) -> int:
+        self._exit_by = time.monotonic() + self.config.drain_timeout
         log.info(self.texts.shutting_down)
         for worker in self.workers:
             worker.request_stop()
@@ -215,5 +227,4 @@ class Server:
         if unlogged:
             log.warning(self.texts.busy_unlogged.format(count=unlogged))
         log.info(self.texts.stopped)
-        sys.stdout.flush()
         return 0

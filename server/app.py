@@ -12,8 +12,11 @@ the server says why in one line and shuts down with a non-zero status, so no
 listening socket is left that nobody serves (S7).
 
 What is shared between workers lives here, under locks: the count of live
-sessions (L10) and the rate of the console's busy and out-of-descriptor
-warnings.
+sessions (L10) and of live sessions per client address (L15), and the rate of
+the console's busy and out-of-descriptor warnings.  Admission is one call,
+``admit(peer)`` when a connection arrives and ``session_ended(peer)`` when its
+session ends, keyed by the client's host (:func:`address_key`), so whatever
+decides which address a client has (the socket's peer today) changes one place.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from server.config import Config
 from server.logs import LOGGER_NAME
 from server.messages import texts
 from server.worker import Worker
+from statemachine.session import ERROR_BUSY
 
 log = logging.getLogger(LOGGER_NAME)
 
@@ -47,6 +51,16 @@ _CONSOLE_GRACE = 0.5
 _FD_RESERVE = 64
 
 
+#: What a refused connection is told (L10, L15); the worker sends it and closes.
+BUSY_LINE = ERROR_BUSY.encode() + b"\n"
+TOO_MANY_LINE = b"error: too many connections from your address\n"
+
+
+def address_key(peer: object) -> object:
+    """The part of a peer address that L15 counts by: the host, without the port."""
+    return peer[0] if isinstance(peer, tuple) else peer
+
+
 class StartError(Exception):
     """The server cannot start (port in use, no permission, ...): one clear line."""
 
@@ -58,6 +72,7 @@ class Server:
         self.config = config
         self.texts = texts(config.lang)
         self._live = 0
+        self._per_address: dict[object, int] = {}
         self._live_lock = threading.Lock()
         self._listener: socket.socket | None = None
         # The signal handler writes to _wake_w; the main thread sleeps in a read of _wake_r.
@@ -122,8 +137,13 @@ class Server:
         except ValueError:
             loopback = host == "localhost"
         if not loopback:
+            unlimited = (
+                "" if self.config.max_per_address else ", and --max-per-address is off (one address may take it all)"
+            )
             log.warning(
-                "listening on %s, which is reachable from other machines; --max-connections is the flood guard", host
+                "listening on %s, which is reachable from other machines; --max-connections is the flood guard%s",
+                host,
+                unlimited,
             )
 
     # -- run ------------------------------------------------------------------
@@ -164,25 +184,37 @@ class Server:
         except OSError:
             pass  # a wake-up is already waiting
 
-    def admit(self, peer: object) -> bool:
-        """A connection was accepted: True makes it a session, False refuses it as busy (L10)."""
+    def admit(self, peer: object) -> bytes | None:
+        """A connection was accepted: None makes it a session; otherwise the line that refuses it (L10, L15)."""
         if self._exhausted_logged:  # accepting works again: a later failure is news
             self._exhausted_logged = False
+        per_address = self.config.max_per_address
         with self._live_lock:
-            if self._live < self.config.max_connections:
-                self._live += 1
-                admitted = True
+            if self._live >= self.config.max_connections:
+                refusal = BUSY_LINE
+            elif per_address and self._per_address.get(key := address_key(peer), 0) >= per_address:
+                refusal = TOO_MANY_LINE
             else:
-                admitted = False
-        if not admitted:
-            self._warn_busy(peer)
-        return admitted
+                self._live += 1
+                if per_address:
+                    self._per_address[key] = self._per_address.get(key, 0) + 1
+                return None
+        self._warn_refused(peer, refusal)
+        return refusal
 
-    def session_ended(self) -> None:
+    def session_ended(self, peer: object) -> None:
+        """The session admitted for ``peer`` has ended: its slots are free."""
         with self._live_lock:
             self._live -= 1
+            if self.config.max_per_address:
+                key = address_key(peer)
+                left = self._per_address[key] - 1
+                if left:
+                    self._per_address[key] = left
+                else:
+                    del self._per_address[key]
 
-    def _warn_busy(self, peer: object) -> None:
+    def _warn_refused(self, peer: object, refusal: bytes) -> None:
         now = time.monotonic()
         with self._warn_lock:
             self._busy_tokens = min(_BUSY_BURST, self._busy_tokens + (now - self._busy_refilled) * _BUSY_PER_SECOND)
@@ -194,7 +226,8 @@ class Server:
             unlogged, self._busy_unlogged = self._busy_unlogged, 0
         if unlogged:
             log.warning(self.texts.busy_unlogged.format(count=unlogged))
-        log.warning(self.texts.busy.format(peer=peer))
+        text = self.texts.busy if refusal == BUSY_LINE else self.texts.too_many
+        log.warning(text.format(peer=peer))
 
     def accept_failed(self, exc: OSError) -> None:
         """Out of descriptors or memory (the worker pauses accepting): say so once until it recovers."""

@@ -45,6 +45,7 @@ class Config:
     log_level: str = "info"
     lang: str = "es"
     output_limit: int = DEFAULT_OUTPUT_LIMIT
+    max_per_address: int = 0
 
     @property
     def limits(self) -> Limits:
@@ -61,6 +62,14 @@ _OPTIONS: list[tuple[str, Callable[[str], Any], Any, str, Sequence[str] | None]]
         bounded(int, 1, MAX_CONNECTIONS),
         DEFAULT_MAX_CONNECTIONS,
         "open sessions before 'server busy' (default %(default)s)",
+        None,
+    ),
+    (
+        "max-per-address",
+        bounded(int, 0, MAX_CONNECTIONS),
+        0,
+        "open sessions from one client address before 'too many connections from your address'; "
+        "0 = off (default %(default)s)",
         None,
     ),
     ("max-line", bounded(int, 1, MAX_LINE), DEFAULT_MAX_LINE, "longest message in bytes (default %(default)s)", None),

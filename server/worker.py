@@ -32,13 +32,12 @@ from server.poller import READ as _READ
 from server.poller import WRITE as _WRITE
 from server.poller import Poller
 from statemachine.machine import CLOSED, CLOSING
-from statemachine.session import ERROR_BUSY, Session
+from statemachine.session import Session
 
 if TYPE_CHECKING:
     from server.app import Server
 
 READ_SIZE = 65536
-_BUSY_LINE = ERROR_BUSY.encode() + b"\n"
 _RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends a reset
 # On shutdown, read at most this much more from a socket before the notice.
 _SHUTDOWN_READS = 64
@@ -208,14 +207,14 @@ class Worker(threading.Thread):
         self._accept_resume_at = None
         self.poller.register(self._listen_fd, self._listen_mask)
 
-    def _adopt(self, sock: socket.socket, peer: object, admitted: bool, now: float) -> None:
+    def _adopt(self, sock: socket.socket, peer: object, refusal: bytes | None, now: float) -> None:
         sock.setblocking(False)
-        if not admitted:  # L10: the busy line, then a lingering close; no session
+        if refusal is not None:  # L10, L15: the refusal line, then a lingering close; no session
             conn = Conn(sock, peer, None)
             self.conns[conn.fd] = conn
             conn.linger_until = now + self.drain
             self._schedule(conn, conn.linger_until)
-            self._send(conn, _BUSY_LINE)
+            self._send(conn, refusal)
             if conn.sock is not None and not conn.out:
                 self._linger(conn, now)
             return
@@ -338,7 +337,7 @@ class Worker(threading.Thread):
     def _finish(self, conn: Conn, now: float) -> None:
         """All replies handed to the network: shut down sending, session CLOSED, linger."""
         conn.session.flushed()
-        self.server.session_ended()
+        self.server.session_ended(conn.peer)
         if self._log_info:
             log.info(self.texts.closed.format(peer=conn.peer, reason=conn.session.reason))
         self._linger(conn, now)
@@ -360,7 +359,7 @@ class Worker(threading.Thread):
         session = conn.session
         if session is not None and session.state != CLOSED:
             session.abort()
-            self.server.session_ended()
+            self.server.session_ended(conn.peer)
             if self._log_info:
                 log.info(self.texts.closed.format(peer=conn.peer, reason="abort"))
         if conn.sock is not None:

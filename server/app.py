@@ -34,7 +34,7 @@ from server import logs
 from server.config import Config
 from server.logs import LOGGER_NAME
 from server.messages import texts
-from server.worker import Worker
+from server.worker import REFUSED_LINGERING, Worker
 from statemachine.session import ERROR_BUSY
 
 log = logging.getLogger(LOGGER_NAME)
@@ -49,6 +49,11 @@ _BUSY_PER_SECOND = 1.0
 _CONSOLE_GRACE = 0.5
 # Descriptors the process needs besides its connections (stdio, selectors, wake-ups).
 _FD_RESERVE = 64
+# "Cannot accept" warnings: one per stretch of failures, and of those at most a
+# burst of this many, then one a minute; a line says how many were not logged.
+# (Closing and reopening at the descriptor limit fails anew after every success.)
+_EXHAUSTED_BURST = 3
+_EXHAUSTED_PER_SECOND = 1 / 60
 
 
 #: What a refused connection is told (L10, L15); the worker sends it and closes.
@@ -83,6 +88,9 @@ class Server:
         self._exit_by: float | None = None
         self._warn_lock = threading.Lock()
         self._exhausted_logged = False
+        self._exhausted_tokens = float(_EXHAUSTED_BURST)
+        self._exhausted_refilled = time.monotonic()
+        self._exhausted_unlogged = 0
         self._busy_tokens = float(_BUSY_BURST)
         self._busy_refilled = time.monotonic()
         self._busy_unlogged = 0
@@ -121,7 +129,7 @@ class Server:
                 soft = target
             except (ValueError, OSError):
                 pass  # keep the soft limit we have
-        needed = self.config.max_connections + _FD_RESERVE
+        needed = self.config.max_connections + _FD_RESERVE + len(self.workers) * REFUSED_LINGERING
         if soft != resource.RLIM_INFINITY and needed > soft:
             log.warning(
                 "--max-connections %d needs about %d file descriptors but the limit is %d; "
@@ -230,12 +238,24 @@ class Server:
         log.warning(text.format(peer=peer))
 
     def accept_failed(self, exc: OSError) -> None:
-        """Out of descriptors or memory (the worker pauses accepting): say so once until it recovers."""
+        """Out of descriptors or memory (the worker pauses accepting): say so once until it recovers,
+        and, as failures and recoveries alternate at the limit, a few times a minute at most."""
+        now = time.monotonic()
         with self._warn_lock:
             if self._exhausted_logged:
                 return
             self._exhausted_logged = True
-        log.warning("cannot accept connections: %s; retrying", (exc.strerror or str(exc)).lower())
+            self._exhausted_tokens = min(
+                _EXHAUSTED_BURST, self._exhausted_tokens + (now - self._exhausted_refilled) * _EXHAUSTED_PER_SECOND
+            )
+            self._exhausted_refilled = now
+            if self._exhausted_tokens < 1.0:
+                self._exhausted_unlogged += 1
+                return
+            self._exhausted_tokens -= 1.0
+            unlogged, self._exhausted_unlogged = self._exhausted_unlogged, 0
+        more = f" ({unlogged} more times since the last such line)" if unlogged else ""
+        log.warning("cannot accept connections: %s; retrying%s", (exc.strerror or str(exc)).lower(), more)
 
     # -- stop -----------------------------------------------------------------
 
@@ -257,7 +277,10 @@ class Server:
             worker.join(max(0.0, deadline - time.monotonic()))
         with self._warn_lock:
             unlogged, self._busy_unlogged = self._busy_unlogged, 0
+            failures, self._exhausted_unlogged = self._exhausted_unlogged, 0
         if unlogged:
             log.warning(self.texts.busy_unlogged.format(count=unlogged))
+        if failures:
+            log.warning("cannot accept connections: %d more times since the last such line", failures)
         log.info(self.texts.stopped)
         return 0

@@ -47,6 +47,13 @@ _ACCEPT_BATCH = 64
 # a moment (or until this worker frees a descriptor) instead of spinning.
 _EXHAUSTED = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
 _ACCEPT_PAUSE = 0.1
+#: Refused connections (L10, L15) a worker lets linger at once, each for at most
+#: REFUSED_LINGER seconds (or the drain time, if shorter) so that a client which
+#: had already sent something still reads its refusal line rather than a reset.
+#: Past this many, a refusal is closed as soon as its line is sent: a flood of
+#: refused connections cannot hold more descriptors than this (docs/reliability.md).
+REFUSED_LINGERING = 64
+REFUSED_LINGER = 2.0
 
 log = logging.getLogger(LOGGER_NAME)
 
@@ -97,6 +104,8 @@ class Worker(threading.Thread):
         self._stopping = False
         self._hard_deadline: float | None = None
         self.conns: dict[int, Conn] = {}
+        self._refused_linger = min(self.drain, REFUSED_LINGER)
+        self._refused_lingering = 0  # refused connections now in self.conns
         self._timers: list[tuple[float, int, Conn]] = []
         self._seq = itertools.count()
         self._log_info = log.isEnabledFor(logging.INFO)
@@ -209,10 +218,14 @@ class Worker(threading.Thread):
 
     def _adopt(self, sock: socket.socket, peer: object, refusal: bytes | None, now: float) -> None:
         sock.setblocking(False)
-        if refusal is not None:  # L10, L15: the refusal line, then a lingering close; no session
+        if refusal is not None:  # L10, L15: the refusal line, then a short lingering close; no session
+            if self._refused_lingering >= REFUSED_LINGERING:
+                self._refuse_at_once(sock, refusal)
+                return
             conn = Conn(sock, peer, None)
             self.conns[conn.fd] = conn
-            conn.linger_until = now + self.drain
+            self._refused_lingering += 1
+            conn.linger_until = now + self._refused_linger
             self._schedule(conn, conn.linger_until)
             self._send(conn, refusal)
             if conn.sock is not None and not conn.out:
@@ -232,6 +245,16 @@ class Worker(threading.Thread):
             self._schedule(conn, deadline)
         if self._stopping:
             self._shutdown_session(conn, now)
+
+    @staticmethod
+    def _refuse_at_once(sock: socket.socket, refusal: bytes) -> None:
+        """Past the lingering cap: the line and the end of the stream, then the descriptor is freed."""
+        try:
+            sock.send(refusal)
+            sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass  # the client is already gone, or its buffer is full: it loses the line, not the server
+        sock.close()
 
     # -- reading --------------------------------------------------------------
 
@@ -350,7 +373,7 @@ class Worker(threading.Thread):
         if conn.eof:
             self._close(conn)
             return
-        conn.linger_until = now + self.drain
+        conn.linger_until = now + (self.drain if conn.session is not None else self._refused_linger)
         self._interest(conn)
         self._schedule(conn, conn.linger_until)
 
@@ -379,6 +402,8 @@ class Worker(threading.Thread):
         conn.sock = None
         conn.out = bytearray()
         del self.conns[conn.fd]
+        if conn.session is None:
+            self._refused_lingering -= 1
         sock.close()
         if self._accept_resume_at is not None:
             self._accept_resume_at = 0.0  # a descriptor is free: try accepting again now

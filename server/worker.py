@@ -12,6 +12,10 @@ the clocks and carries out what a state asks for:
   the session is ``flushed`` (CLOSED); the socket lingers, discarding input,
   until the client closes or the drain time passes (L13);
 * a CLOSING session that cannot be flushed within the drain time is aborted.
+
+Fairness (L16): each turn of the loop does a bounded amount of work per ready
+connection: at most one read (of at most ``READ_SIZE`` bytes) and one send,
+also while draining on shutdown, and at most ``_ACCEPT_BATCH`` accepts.
 """
 
 from __future__ import annotations
@@ -39,7 +43,7 @@ if TYPE_CHECKING:
 
 READ_SIZE = 65536
 _RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends a reset
-# On shutdown, read at most this much more from a socket before the notice.
+# On shutdown, read at most this many more times from a socket (one a turn) before the notice.
 _SHUTDOWN_READS = 64
 # Connections accepted per wake-up before the connections' own events get a turn.
 _ACCEPT_BATCH = 64
@@ -104,6 +108,8 @@ class Worker(threading.Thread):
         self._stopping = False
         self._hard_deadline: float | None = None
         self.conns: dict[int, Conn] = {}
+        # sessions being drained on shutdown: fd -> reads done; each gets one read a turn
+        self._draining: dict[int, int] = {}
         self._refused_linger = min(self.drain, REFUSED_LINGER)
         self._refused_lingering = 0  # refused connections now in self.conns
         self._timers: list[tuple[float, int, Conn]] = []
@@ -137,6 +143,7 @@ class Worker(threading.Thread):
         monotonic = time.monotonic
         readable = _READ | _ERROR
         writable = _WRITE | _ERROR
+        draining = self._draining  # read by _drain_turn instead, one read a turn
         try:
             while True:
                 events = poll(self._next_timeout())
@@ -149,10 +156,12 @@ class Worker(threading.Thread):
                         elif fd == wake_fd:
                             self._on_wake(now)
                         continue  # or closed earlier in this round
-                    if mask & readable:
+                    if mask & readable and fd not in draining:
                         self._on_readable(conn, now)
                     if mask & writable and conn.out and conn.sock is not None:
                         self._on_writable(conn, now)
+                if draining:
+                    self._drain_turn(now)
                 if self._timers and self._timers[0][0] <= now:
                     self._run_timers(now)
                 if self._accept_resume_at is not None and now >= self._accept_resume_at:
@@ -170,6 +179,8 @@ class Worker(threading.Thread):
             self._wake_w.close()
 
     def _next_timeout(self) -> float | None:
+        if self._draining:
+            return 0.0  # more draining to do next turn
         deadlines = []
         if self._timers:
             deadlines.append(self._timers[0][0])
@@ -478,20 +489,45 @@ class Worker(threading.Thread):
                 self._shutdown_session(conn, now)
 
     def _shutdown_session(self, conn: Conn, now: float) -> None:
-        """Answer every complete message already received, then send the notice."""
+        """Answer every complete message already received, then send the notice.
+
+        The session is read from once a turn beside the others (L16) until
+        nothing more is waiting, it is over the L12 bound, or it has had
+        ``_SHUTDOWN_READS`` reads; then it gets the notice.
+        """
+        self._draining[conn.fd] = 0
+
+    def _drain_turn(self, now: float) -> None:
+        draining = self._draining
+        for fd, reads in list(draining.items()):
+            conn = self.conns.get(fd)
+            if conn is None or conn.session is None:
+                del draining[fd]  # closed meanwhile (a write error, a reset)
+                continue
+            if self._drain_read(conn, reads, now):
+                draining[fd] = reads + 1
+            else:
+                del draining[fd]
+                self._notify_shutdown(conn, now)
+
+    def _drain_read(self, conn: Conn, reads: int, now: float) -> bool:
+        """One read of a draining session; False when it is done reading."""
         session = conn.session
-        for _ in range(_SHUTDOWN_READS):
-            if conn.eof or not session.is_open or len(conn.out) > self.output_limit:
-                break  # a client over the L12 bound is not read from, even now
-            try:
-                data = conn.sock.recv(READ_SIZE)
-            except (BlockingIOError, InterruptedError):
-                break
-            except OSError:
-                self._abort(conn)
-                return
-            if not self._feed(conn, session, data, now):
-                return
+        if reads >= _SHUTDOWN_READS or conn.eof or not session.is_open or len(conn.out) > self.output_limit:
+            return False  # a client over the L12 bound is not read from, even now
+        try:
+            data = conn.sock.recv(READ_SIZE)
+        except (BlockingIOError, InterruptedError):
+            return False
+        except OSError:
+            self._abort(conn)
+            return False
+        return self._feed(conn, session, data, now)
+
+    def _notify_shutdown(self, conn: Conn, now: float) -> None:
+        if conn.sock is None:
+            return
+        session = conn.session
         if session.is_open:
             self._send(conn, session.shutdown())
             if conn.sock is None:

@@ -32,7 +32,7 @@ import time
 
 from server import logs
 from server.config import Config
-from server.logs import LOGGER_NAME
+from server.logs import LOGGER_NAME, escape
 from server.messages import texts
 from server.worker import REFUSED_LINGERING, Worker
 from statemachine.session import ERROR_BUSY
@@ -184,9 +184,12 @@ class Server:
 
     def worker_failed(self, worker: threading.Thread, exc: BaseException) -> None:
         """A worker's loop raised: one line says why, and the main thread shuts the server down (S7)."""
+        with self._warn_lock:
+            first, self._failed = not self._failed, True
         log.debug("%s failed", worker.name, exc_info=exc)
-        log.error("%s stopped on %s: %s; shutting the server down", worker.name, type(exc).__name__, exc)
-        self._failed = True
+        if first:  # later failures (another worker, the same one's cleanup) only add to the debug log
+            why = escape(str(exc))
+            log.error("%s stopped on %s: %s; shutting the server down", worker.name, type(exc).__name__, why)
         try:
             self._wake_w.send(b"\0")
         except OSError:

@@ -172,11 +172,18 @@ class Worker(threading.Thread):
             self.server.worker_failed(self, exc)
         finally:
             self.not_accepting.set()
-            for conn in list(self.conns.values()):
-                self._abort(conn)
-            self.poller.close()
-            self._wake_r.close()
-            self._wake_w.close()
+            try:
+                self._release()
+            except Exception as exc:  # a thread must not end on a traceback (S7)
+                self.server.worker_failed(self, exc)
+
+    def _release(self) -> None:
+        """The loop has ended: reset what is still open and free the worker's own descriptors."""
+        for conn in list(self.conns.values()):
+            self._abort(conn)
+        self.poller.close()
+        self._wake_r.close()
+        self._wake_w.close()
 
     def _next_timeout(self) -> float | None:
         if self._draining:

@@ -8,7 +8,6 @@ traceback.
 from __future__ import annotations
 
 import argparse
-import math
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
@@ -29,16 +28,14 @@ class Parser(argparse.ArgumentParser):
 
 
 def bounded(kind: Callable[[str], Any], low: float, high: float | None = None, unit: str = "") -> Callable[[str], Any]:
-    """A converter to ``kind`` that accepts only finite ``low`` <= value (<= ``high``)."""
+    """A converter to ``kind`` that accepts only ``low`` <= value (<= ``high``); never NaN."""
 
     def convert(text: str) -> Any:
         try:
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-        if isinstance(value, float) and not math.isfinite(value):
-            raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
-        if value < low or (high is not None and value > high):
+        if value != value or value < low or (high is not None and value > high):  # NaN, range
             bounds = f"between {_show(low)} and {_show(high)}" if high is not None else f"at least {_show(low)}"
             raise argparse.ArgumentTypeError(f"must be {bounds}{unit}, got {text!r}")
         return value

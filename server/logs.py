@@ -52,7 +52,8 @@ class ConsoleWriter:
         self._queued = 0  # records accepted so far
         self._written = 0  # of which the writer has written (or lost to a broken console)
         self._closing = False
-        self._lock = threading.Lock()
+        # Re-entrant: a signal handler may log while the main thread is inside put().
+        self._lock = threading.RLock()
         self._ready = threading.Condition(self._lock)  # the writer waits here for records
         self._done = threading.Condition(self._lock)  # flush() waits here for the writer
         self._thread = threading.Thread(target=self._run, name="upperecho-console", daemon=True)

@@ -10,7 +10,7 @@ import pytest
 
 from tests.hardening.harness import hold_sessions, wait_until
 from tests.serverproc import ROOT
-from tests.wire import read_until_closed
+from tests.wire import read_exactly, read_until_closed
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -26,9 +26,10 @@ def _from(source: str, address: tuple[str, int]) -> socket.socket:
 
 
 def _served(sock: socket.socket, text: str) -> bool:
+    """True if ``text`` is echoed (a refused connection reads its refusal line instead)."""
+    expected = f"{text.upper()}\n".encode()
     sock.sendall(f"{text}\n".encode())
-    reply = sock.recv(4096)
-    return reply == f"{text.upper()}\n".encode()
+    return read_exactly(sock, len(expected)) == expected
 
 
 @pytest.mark.parametrize("how", ["flag", "environment"])

@@ -45,7 +45,6 @@ class ConsoleWriter:
 
     def __init__(self, handlers: list[logging.Handler]) -> None:
         self.handlers = handlers
-        self.dropped_total = 0
         self._records: collections.deque[logging.LogRecord] = collections.deque()
         self._chars = 0
         self._dropped = 0
@@ -66,7 +65,6 @@ class ConsoleWriter:
         with self._lock:
             if len(self._records) >= BACKLOG_RECORDS or self._chars + cost > BACKLOG_CHARS:
                 self._dropped += 1
-                self.dropped_total += 1
                 return
             self._records.append(record)
             self._chars += cost

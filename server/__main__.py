@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
+from server import logs
 from server.app import Server, StartError
 from server.config import parse
-from server.logs import setup
 from server.metrics import Endpoint, MetricsError
 from server.options import UsageError
 
@@ -17,10 +18,12 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    sys.stdout.reconfigure(line_buffering=True)
-    setup(config.log_level, config.log_format)
+    supervised = config.processes > 1
+    # The supervisor forks, so it keeps no thread of its own: its few lines are written
+    # directly, and each server process starts its own console writer (S6).
+    logs.setup(config.log_level, config.log_format, background=not supervised)
     try:
-        if config.processes > 1:
+        if supervised:
             from server.supervisor import Supervisor
 
             server = Supervisor(config)
@@ -44,10 +47,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"metrics on {endpoint.url}", flush=True)
     server.warn_if_exposed(host)
     try:
-        return server.serve()
+        status = server.serve()
     finally:
         if endpoint is not None:
             endpoint.close()
+    if not supervised and not logs.close(server.console_time_left()):
+        os._exit(status)  # the console is stuck (S6): exiting must not wait for it, nor flush it
+    return status
 
 
 if __name__ == "__main__":

@@ -4,13 +4,19 @@ Each worker polls the listening socket beside its connections and accepts for
 itself, as nginx's workers do: a new connection costs no hand-over between
 threads and no extra wake-up.  With several workers the listener is
 registered with ``EPOLLEXCLUSIVE``, so one connection wakes one worker.  The
-thread count is ``1 + workers`` however many clients there are (S1).  The main
+thread count is ``2 + workers`` (with the console writer of :mod:`server.logs`)
+however many clients there are (S1).  The main
 thread only waits for signals: the first SIGINT/SIGTERM starts a graceful
-shutdown (L11), a second one exits at once.
+shutdown (L11), a second one exits at once.  A worker that fails wakes it too:
+the server says why in one line and shuts down with a non-zero status, so no
+listening socket is left that nobody serves (S7).
 
 What is shared between workers lives here, under locks: the count of live
-sessions (L10) and the rate of the console's busy and out-of-descriptor
-warnings.
+sessions (L10) and of live sessions per client address (L15), and the rate of
+the console's busy and out-of-descriptor warnings.  Admission is one call,
+``admit(peer)`` when a connection arrives and ``session_ended(peer)`` when its
+session ends, keyed by the client's host (:func:`address_key`), so whatever
+decides which address a client has (the socket's peer today) changes one place.
 """
 
 from __future__ import annotations
@@ -21,16 +27,17 @@ import os
 import resource
 import signal
 import socket
-import sys
 import threading
 import time
 
+from server import logs
 from server.config import Config
-from server.logs import LOGGER_NAME
+from server.logs import LOGGER_NAME, escape
 from server.messages import texts
 from server.sharing import SharedLimit
 from server.tls import TlsServer, TlsSetupError, server_context
-from server.worker import Worker
+from server.worker import REFUSED_LINGERING, Worker
+from statemachine.session import ERROR_BUSY
 
 log = logging.getLogger(LOGGER_NAME)
 
@@ -39,8 +46,26 @@ log = logging.getLogger(LOGGER_NAME)
 # the workers wait on a console nobody reads).
 _BUSY_BURST = 10
 _BUSY_PER_SECOND = 1.0
+# At exit the console gets what is left of the drain time to write its backlog,
+# but at least this long (S6).
+_CONSOLE_GRACE = 0.5
 # Descriptors the process needs besides its connections (stdio, selectors, wake-ups).
 _FD_RESERVE = 64
+# "Cannot accept" warnings: one per stretch of failures, and of those at most a
+# burst of this many, then one a minute; a line says how many were not logged.
+# (Closing and reopening at the descriptor limit fails anew after every success.)
+_EXHAUSTED_BURST = 3
+_EXHAUSTED_PER_SECOND = 1 / 60
+
+
+#: What a refused connection is told (L10, L15); the worker sends it and closes.
+BUSY_LINE = ERROR_BUSY.encode() + b"\n"
+TOO_MANY_LINE = b"error: too many connections from your address\n"
+
+
+def address_key(peer: object) -> object:
+    """The part of a peer address that L15 counts by: the host, without the port."""
+    return peer[0] if isinstance(peer, tuple) else peer
 
 
 def dual_stack(sock: socket.socket) -> None:
@@ -81,7 +106,7 @@ def open_listener(host: str, port: int, reuse_port: bool = False) -> socket.sock
     return sock
 
 
-def raise_fd_limit(max_connections: int) -> None:
+def raise_fd_limit(max_connections: int, refused: int = 0) -> None:
     """S5: lift the soft open-file limit to the hard one; warn if it is still too low."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if hard == resource.RLIM_INFINITY or soft < hard:
@@ -91,7 +116,7 @@ def raise_fd_limit(max_connections: int) -> None:
             soft = target
         except (ValueError, OSError):
             pass  # keep the soft limit we have
-    needed = max_connections + _FD_RESERVE
+    needed = max_connections + _FD_RESERVE + refused  # refused: the refusals allowed to linger at once
     if soft != resource.RLIM_INFINITY and needed > soft:
         log.warning(
             "--max-connections %d needs about %d file descriptors but the limit is %d; "
@@ -102,14 +127,17 @@ def raise_fd_limit(max_connections: int) -> None:
         )
 
 
-def warn_if_exposed(host: str) -> None:
+def warn_if_exposed(host: str, max_per_address: int) -> None:
     try:
         loopback = ipaddress.ip_address(host).is_loopback
     except ValueError:
         loopback = host == "localhost"
     if not loopback:
+        unlimited = "" if max_per_address else ", and --max-per-address is off (one address may take it all)"
         log.warning(
-            "listening on %s, which is reachable from other machines; --max-connections is the flood guard", host
+            "listening on %s, which is reachable from other machines; --max-connections is the flood guard%s",
+            host,
+            unlimited,
         )
 
 
@@ -126,14 +154,23 @@ class Server:
         self.shared = shared
         self.texts = texts(config.lang)
         self._live = 0
+        self._per_address: dict[object, int] = {}
+        # L15 per process: with --processes N each takes its share of the total (docs/operations.md)
+        processes = max(1, config.processes)
+        self._per_address_limit = -(-config.max_per_address // processes)
         self._live_lock = threading.Lock()
         self._listener: socket.socket | None = None
         # The signal handler writes to _wake_w; the main thread sleeps in a read of _wake_r.
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_w.setblocking(False)
         self._signals = 0
+        self._failed = False
+        self._exit_by: float | None = None
         self._warn_lock = threading.Lock()
         self._exhausted_logged = False
+        self._exhausted_tokens = float(_EXHAUSTED_BURST)
+        self._exhausted_refilled = time.monotonic()
+        self._exhausted_unlogged = 0
         self._busy_tokens = float(_BUSY_BURST)
         self._busy_refilled = time.monotonic()
         self._busy_unlogged = 0
@@ -163,10 +200,10 @@ class Server:
         self._listener = listener
 
     def raise_fd_limit(self) -> None:
-        raise_fd_limit(self.config.max_connections)
+        raise_fd_limit(self.config.max_connections, len(self.workers) * REFUSED_LINGERING)
 
     def warn_if_exposed(self, host: str) -> None:
-        warn_if_exposed(host)
+        warn_if_exposed(host, self.config.max_per_address)
 
     # -- run ------------------------------------------------------------------
 
@@ -181,9 +218,10 @@ class Server:
         for worker in self.workers:
             worker.listen(self._listener, exclusive)
             worker.start()
-        while not self._signals:
+        while not self._signals and not self._failed:
             self._wake_r.recv(64)
-        return self._shutdown()
+        status = self._shutdown()
+        return 1 if self._failed else status
 
     def _on_signal(self, signum: int, frame: object) -> None:
         self._signals += 1
@@ -191,6 +229,7 @@ class Server:
             if not self.second_signal_exits:
                 return
             log.warning(self.texts.forced)
+            logs.flush(_CONSOLE_GRACE)
             os._exit(128 + signum)
         try:
             self._wake_w.send(b"\0")
@@ -199,32 +238,74 @@ class Server:
 
     # -- bookkeeping called by workers ----------------------------------------
 
-    def admit(self, peer: object) -> bool:
-        """A connection was accepted: True makes it a session, False refuses it as busy (L10)."""
+    def worker_failed(self, worker: threading.Thread, exc: BaseException) -> None:
+        """A worker's loop raised: one line says why, and the main thread shuts the server down (S7)."""
+        with self._warn_lock:
+            first, self._failed = not self._failed, True
+        log.debug("%s failed", worker.name, exc_info=exc)
+        if first:  # later failures (another worker, the same one's cleanup) only add to the debug log
+            why = escape(str(exc))
+            log.error("%s stopped on %s: %s; shutting the server down", worker.name, type(exc).__name__, why)
+        try:
+            self._wake_w.send(b"\0")
+        except OSError:
+            pass  # a wake-up is already waiting
+
+    def admit(self, peer: object, by_address: bool = True) -> bytes | None:
+        """A connection was accepted: None makes it a session; otherwise the line that refuses it (L10, L15).
+
+        ``by_address`` False leaves L15 to :meth:`claim_address`, once the client's own
+        address is known (the PROXY header's, O2)."""
         if self._exhausted_logged:  # accepting works again: a later failure is news
             self._exhausted_logged = False
+        per_address = self._per_address_limit if by_address else 0
         with self._live_lock:
-            if self._live < self.config.max_connections and (self.shared is None or self.shared.take()):
-                self._live += 1
-                admitted = True
+            if self._live >= self.config.max_connections:
+                refusal = BUSY_LINE
+            elif per_address and self._per_address.get(key := address_key(peer), 0) >= per_address:
+                refusal = TOO_MANY_LINE
+            elif self.shared is not None and not self.shared.take():  # the whole server's total (O1)
+                refusal = BUSY_LINE
             else:
-                admitted = False
-        if not admitted:
-            self._warn_busy(peer)
-        return admitted
+                self._live += 1
+                if per_address:
+                    self._per_address[key] = self._per_address.get(key, 0) + 1
+                return None
+        self._warn_refused(peer, refusal)
+        return refusal
 
-    def session_ended(self) -> None:
+    def claim_address(self, peer: object) -> bytes | None:
+        """L15 for a session admitted without it: None counts it under ``peer``'s address; else the refusal."""
+        if not self._per_address_limit:
+            return None
+        with self._live_lock:
+            key = address_key(peer)
+            if self._per_address.get(key, 0) < self._per_address_limit:
+                self._per_address[key] = self._per_address.get(key, 0) + 1
+                return None
+        self._warn_refused(peer, TOO_MANY_LINE)
+        return TOO_MANY_LINE
+
+    def session_ended(self, peer: object, by_address: bool = True) -> None:
+        """The session admitted for ``peer`` has ended: its slots are free (``by_address``: its L15 one too)."""
         with self._live_lock:
             self._live -= 1
             if self.shared is not None:
                 self.shared.release()
+            if self._per_address_limit and by_address:
+                key = address_key(peer)
+                left = self._per_address[key] - 1
+                if left:
+                    self._per_address[key] = left
+                else:
+                    del self._per_address[key]
 
     def refused(self, reason: str) -> None:
         """Count one refusal (a connection closed before it became a session of the protocol)."""
         with self._count_lock:
             self.refusals[reason] = self.refusals.get(reason, 0) + 1
 
-    def _warn_busy(self, peer: object) -> None:
+    def _warn_refused(self, peer: object, refusal: bytes) -> None:
         now = time.monotonic()
         with self._warn_lock:
             self._busy_tokens = min(_BUSY_BURST, self._busy_tokens + (now - self._busy_refilled) * _BUSY_PER_SECOND)
@@ -236,26 +317,49 @@ class Server:
             unlogged, self._busy_unlogged = self._busy_unlogged, 0
         if unlogged:
             log.warning(self.texts.busy_unlogged.format(count=unlogged))
-        log.warning(self.texts.busy.format(peer=peer), extra={"event": "refused", "peer": peer, "reason": "busy"})
+        text = self.texts.busy if refusal == BUSY_LINE else self.texts.too_many
+        reason = "busy" if refusal == BUSY_LINE else "per_address"
+        log.warning(text.format(peer=peer), extra={"event": "refused", "peer": peer, "reason": reason})
 
     def proxy_refused(self, peer: object, reason: str) -> None:
         """O2: a connection closed with nothing sent, for its source or its header: one line, counted."""
         with self._warn_lock:
             self.proxy_refusals += 1
             count = self.proxy_refusals
-        log.warning(self.texts.proxy_refused.format(peer=peer, reason=reason, count=count))
+        log.warning(
+            self.texts.proxy_refused.format(peer=peer, reason=reason, count=count),
+            extra={"event": "refused", "peer": peer, "reason": "proxy"},
+        )
 
     def accept_failed(self, exc: OSError) -> None:
-        """Out of descriptors or memory (the worker pauses accepting): say so once until it recovers."""
+        """Out of descriptors or memory (the worker pauses accepting): say so once until it recovers,
+        and, as failures and recoveries alternate at the limit, a few times a minute at most."""
+        now = time.monotonic()
         with self._warn_lock:
             if self._exhausted_logged:
                 return
             self._exhausted_logged = True
-        log.warning("cannot accept connections: %s; retrying", (exc.strerror or str(exc)).lower())
+            self._exhausted_tokens = min(
+                _EXHAUSTED_BURST, self._exhausted_tokens + (now - self._exhausted_refilled) * _EXHAUSTED_PER_SECOND
+            )
+            self._exhausted_refilled = now
+            if self._exhausted_tokens < 1.0:
+                self._exhausted_unlogged += 1
+                return
+            self._exhausted_tokens -= 1.0
+            unlogged, self._exhausted_unlogged = self._exhausted_unlogged, 0
+        more = f" ({unlogged} more times since the last such line)" if unlogged else ""
+        log.warning("cannot accept connections: %s; retrying%s", (exc.strerror or str(exc)).lower(), more)
 
     # -- stop -----------------------------------------------------------------
 
+    def console_time_left(self) -> float:
+        """How long exiting may still wait for the console: the rest of the drain time (S6)."""
+        left = 0.0 if self._exit_by is None else self._exit_by - time.monotonic()
+        return max(_CONSOLE_GRACE, left)
+
     def _shutdown(self) -> int:
+        self._exit_by = time.monotonic() + self.config.drain_timeout
         log.info(self.texts.shutting_down, extra={"event": "shutting_down"})
         for worker in self.workers:
             worker.request_stop()
@@ -267,8 +371,10 @@ class Server:
             worker.join(max(0.0, deadline - time.monotonic()))
         with self._warn_lock:
             unlogged, self._busy_unlogged = self._busy_unlogged, 0
+            failures, self._exhausted_unlogged = self._exhausted_unlogged, 0
         if unlogged:
             log.warning(self.texts.busy_unlogged.format(count=unlogged))
+        if failures:
+            log.warning("cannot accept connections: %d more times since the last such line", failures)
         log.info(self.texts.stopped, extra={"event": "stopped"})
-        sys.stdout.flush()
         return 0

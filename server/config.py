@@ -12,7 +12,7 @@ from typing import Any
 
 from server.logs import FORMATS, LEVELS
 from server.messages import LANGS
-from server.options import ENV_PREFIX, Parser, UsageError, bounded, from_env, host, host_port, path
+from server.options import ENV_PREFIX, Parser, UsageError, bounded, duration, from_env, host, host_port, path
 from statemachine.session import (
     DEFAULT_HANDSHAKE_TIMEOUT,
     DEFAULT_IDLE_TIMEOUT,
@@ -29,9 +29,6 @@ DEFAULT_PORT = 5000
 DEFAULT_MAX_CONNECTIONS = 10000
 DEFAULT_DRAIN_TIMEOUT = 5.0
 DEFAULT_OUTPUT_LIMIT = 1 << 20
-# The longest duration a flag takes: what epoll can wait (2**31 ms is about 24.8 days).
-_MAX_SECONDS = 24 * 24 * 3600
-
 DEFAULT_PROXY_FROM = "127.0.0.0/8,::1/128"
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -52,6 +49,12 @@ def networks(text: str) -> tuple[Network, ...]:
 
 
 MAX_PROCESSES = 1024
+
+# S7: the largest counts a flag accepts.  A million sessions is already far past
+# what one process's descriptors and memory allow (docs/reliability.md sizes
+# them); a 64 MiB message is past any use of a line echo.
+MAX_CONNECTIONS = 1_000_000
+MAX_LINE = 64 << 20
 
 
 def default_workers() -> int:
@@ -90,6 +93,7 @@ class Config:
     proxy_protocol: str = PROXY_OFF
     proxy_from: tuple[Network, ...] = networks(DEFAULT_PROXY_FROM)
     proxy_timeout: float = DEFAULT_PROXY_TIMEOUT
+    max_per_address: int = 0
 
     @property
     def limits(self) -> Limits:
@@ -117,22 +121,30 @@ _OPTIONS: list[tuple[str, Callable[[str], Any], Any, str, Sequence[str] | None]]
     ),
     (
         "max-connections",
-        bounded(int, 1),
+        bounded(int, 1, MAX_CONNECTIONS),
         DEFAULT_MAX_CONNECTIONS,
         "open sessions before 'server busy' (default %(default)s)",
         None,
     ),
-    ("max-line", bounded(int, 1), DEFAULT_MAX_LINE, "longest message in bytes (default %(default)s)", None),
+    (
+        "max-per-address",
+        bounded(int, 0, MAX_CONNECTIONS),
+        0,
+        "open sessions from one client address before 'too many connections from your address'; "
+        "0 = off (default %(default)s)",
+        None,
+    ),
+    ("max-line", bounded(int, 1, MAX_LINE), DEFAULT_MAX_LINE, "longest message in bytes (default %(default)s)", None),
     (
         "idle-timeout",
-        bounded(float, 0),
+        duration(),
         DEFAULT_IDLE_TIMEOUT,
         "seconds without input before closing; 0 = off (default %(default)s)",
         None,
     ),
     (
         "drain-timeout",
-        bounded(float, 0),
+        duration(),
         DEFAULT_DRAIN_TIMEOUT,
         "seconds to finish closing and to shut down (default %(default)s)",
         None,
@@ -144,7 +156,7 @@ _OPTIONS: list[tuple[str, Callable[[str], Any], Any, str, Sequence[str] | None]]
     ("tls-key", path, None, "the PEM private key of --tls-cert (unencrypted)", None),
     (
         "tls-handshake-timeout",
-        bounded(float, 0.001, _MAX_SECONDS),
+        duration(0.001),
         DEFAULT_HANDSHAKE_TIMEOUT,
         "seconds a client has to finish the TLS handshake (default %(default)s)",
         None,
@@ -167,7 +179,7 @@ _OPTIONS: list[tuple[str, Callable[[str], Any], Any, str, Sequence[str] | None]]
     ),
     (
         "proxy-timeout",
-        bounded(float, 0.01, _MAX_SECONDS),
+        duration(0.01),
         DEFAULT_PROXY_TIMEOUT,
         "with --proxy-protocol: seconds for the header to arrive (default %(default)s)",
         None,

@@ -18,6 +18,7 @@ class Texts:
     closed: str
     busy: str
     busy_unlogged: str
+    too_many: str
     shutting_down: str
     stopped: str
     forced: str
@@ -50,6 +51,7 @@ SPANISH = Texts(
     closed="Conexión cerrada con el cliente {peer}: {reason}",
     busy="Servidor ocupado: conexión rechazada de {peer}",
     busy_unlogged="Servidor ocupado: {count} conexiones más rechazadas sin anotarlas aquí",
+    too_many="Demasiadas conexiones desde una dirección: conexión rechazada de {peer}",
     shutting_down="Cerrando el servidor: no se aceptan más conexiones",
     stopped="Servidor detenido",
     forced="Segunda señal: salida inmediata",
@@ -84,6 +86,7 @@ ENGLISH = Texts(
     closed="Connection closed with client {peer}: {reason}",
     busy="Server busy: connection refused from {peer}",
     busy_unlogged="Server busy: {count} more connections refused and not logged",
+    too_many="Too many connections from one address: connection refused from {peer}",
     shutting_down="Shutting down: no longer accepting connections",
     stopped="Server stopped",
     forced="Second signal: exiting at once",

@@ -12,6 +12,8 @@ from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
 ENV_PREFIX = "UPPERECHO_"
+#: The longest duration a flag may ask for: 24 days, within what one epoll wait can take (2**31 - 1 ms).
+MAX_DURATION = 24 * 24 * 3600
 
 
 class UsageError(Exception):
@@ -25,8 +27,8 @@ class Parser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
-def bounded(kind: Callable[[str], Any], low: float, high: float | None = None) -> Callable[[str], Any]:
-    """A converter to ``kind`` that accepts only ``low`` <= value (<= ``high``)."""
+def bounded(kind: Callable[[str], Any], low: float, high: float | None = None, unit: str = "") -> Callable[[str], Any]:
+    """A converter to ``kind`` that accepts only ``low`` <= value (<= ``high``); never NaN."""
 
     def convert(text: str) -> Any:
         try:
@@ -34,12 +36,21 @@ def bounded(kind: Callable[[str], Any], low: float, high: float | None = None) -
         except ValueError:
             raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
         if value != value or value < low or (high is not None and value > high):  # NaN, range
-            bounds = f"between {low} and {high}" if high is not None else f"at least {low}"
-            raise argparse.ArgumentTypeError(f"must be {bounds}, got {text!r}")
+            bounds = f"between {_show(low)} and {_show(high)}" if high is not None else f"at least {_show(low)}"
+            raise argparse.ArgumentTypeError(f"must be {bounds}{unit}, got {text!r}")
         return value
 
     convert.__name__ = kind.__name__
     return convert
+
+
+def duration(low: float = 0.0) -> Callable[[str], float]:
+    """Seconds, from ``low`` up to :data:`MAX_DURATION` (S7: a longer wait would overflow the poller)."""
+    return bounded(float, low, MAX_DURATION, " seconds (24 days)")
+
+
+def _show(number: float) -> str:
+    return str(int(number)) if number == int(number) else str(number)
 
 
 def host(text: str) -> str:

@@ -57,7 +57,7 @@ from transitions import Machine
 
 from server.app import Server, StartError, open_listener, raise_fd_limit, warn_if_exposed
 from server.config import Config
-from server.logs import LOGGER_NAME, setup
+from server.logs import LOGGER_NAME, close, setup
 from server.messages import Texts, texts
 from server.sharing import SharedLimit
 from server.tls import TlsSetupError, server_context
@@ -182,6 +182,10 @@ class Process:
         self.failures: collections.deque[float] = collections.deque()
 
 
+# Seconds a stopping server process gives its console writer for the lines still queued.
+_CONSOLE_AT_EXIT = 1.0
+
+
 class Supervisor:
     """Bind once, run ``config.processes`` servers, restart, pass signals on; see the module docstring.
 
@@ -222,7 +226,7 @@ class Supervisor:
         raise_fd_limit(self.config.max_connections)
 
     def warn_if_exposed(self, host: str) -> None:
-        warn_if_exposed(host)
+        warn_if_exposed(host, self.config.max_per_address)
 
     # -- the loop ---------------------------------------------------------------
 
@@ -412,6 +416,7 @@ class Supervisor:
             log.error("process %d failed: %s", index + 1, exc)
         finally:
             try:
+                close(_CONSOLE_AT_EXIT)  # what the console writer still holds (S6), for a bounded time
                 sys.stdout.flush()
                 sys.stderr.flush()
             finally:

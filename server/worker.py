@@ -21,6 +21,10 @@ the clocks and carries out what a state asks for:
 With TLS (O6) a connection's ``sock`` is a :class:`server.tls.TlsTransport`
 that looks like the socket; the session starts in HANDSHAKE and the worker
 drives the handshake until it is done, fails, or passes its deadline.
+
+Fairness (L16): each turn of the loop does a bounded amount of work per ready
+connection: at most one read (of at most ``READ_SIZE`` bytes) and one send,
+also while draining on shutdown, and at most ``_ACCEPT_BATCH`` accepts.
 """
 
 from __future__ import annotations
@@ -52,9 +56,9 @@ if TYPE_CHECKING:
     from server.app import Server
 
 READ_SIZE = 65536
-_BUSY_LINE = ERROR_BUSY.encode() + b"\n"
+_BUSY = ERROR_BUSY.encode()
 _RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends a reset
-# On shutdown, read at most this much more from a socket before the notice.
+# On shutdown, read at most this many more times from a socket (one a turn) before the notice.
 _SHUTDOWN_READS = 64
 # Connections accepted per wake-up before the connections' own events get a turn.
 _ACCEPT_BATCH = 64
@@ -64,14 +68,30 @@ _EXHAUSTED = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
 _ACCEPT_PAUSE = 0.1
 # Session ids for the logs, unique in the process (next() on a count is atomic).
 _SESSION_IDS = itertools.count(1)
+#: Refused connections (L10, L15) a worker lets linger at once, each for at most
+#: REFUSED_LINGER seconds (or the drain time, if shorter) so that a client which
+#: had already sent something still reads its refusal line rather than a reset.
+#: Past this many, a refusal is closed as soon as its line is sent: a flood of
+#: refused connections cannot hold more descriptors than this (docs/reliability.md).
+REFUSED_LINGERING = 64
+REFUSED_LINGER = 2.0
 
 log = logging.getLogger(LOGGER_NAME)
+
+
+class _AddressRefused(Exception):
+    """Raised from the PROXY header hook when the header's address is over its L15 limit."""
+
+    def __init__(self, line: bytes) -> None:
+        super().__init__(line.decode().strip())
+        self.line = line
 
 
 class Conn:
     """One socket owned by a worker; ``session`` is None for a refused (busy) socket."""
 
     __slots__ = (
+        "addressed",
         "closing_since",
         "eof",
         "fd",
@@ -88,6 +108,8 @@ class Conn:
 
     def __init__(self, sock: socket.socket, peer: object, session: Session | None) -> None:
         self.sock: socket.socket | None = sock
+        #: the session holds a place under its address's L15 limit (behind a PROXY header: once it is read)
+        self.addressed = True
         self.fd = sock.fileno()
         self.peer = peer
         self.session = session
@@ -143,6 +165,10 @@ class Worker(threading.Thread):
         self._stopping = False
         self._hard_deadline: float | None = None
         self.conns: dict[int, Conn] = {}
+        # sessions being drained on shutdown: fd -> reads done; each gets one read a turn
+        self._draining: dict[int, int] = {}
+        self._refused_linger = min(self.drain, REFUSED_LINGER)
+        self._refused_lingering = 0  # refused connections now in self.conns
         self._timers: list[tuple[float, int, Conn]] = []
         self._seq = itertools.count()
         self._log_info = log.isEnabledFor(logging.INFO)
@@ -167,8 +193,8 @@ class Worker(threading.Thread):
         self._stop_requested = True
         try:
             self._wake_w.send(b"\0")
-        except BlockingIOError:
-            pass  # already full of wake-ups
+        except OSError:
+            pass  # already full of wake-ups, or the loop has ended (and closed it)
 
     # -- the loop -------------------------------------------------------------
 
@@ -182,6 +208,7 @@ class Worker(threading.Thread):
         writable = _WRITE | _ERROR
         counters = self.counters
         answered = 0
+        draining = self._draining  # read by _drain_turn instead, one read a turn
         try:
             while True:
                 events = poll(self._next_timeout())
@@ -196,30 +223,40 @@ class Worker(threading.Thread):
                         elif fd == wake_fd:
                             self._on_wake(now)
                         continue  # or closed earlier in this round
-                    if mask & readable:
+                    if mask & readable and fd not in draining:
                         self._on_readable(conn, now)
                     if mask & writable and (conn.out or conn.held_output()) and conn.sock is not None:
                         self._on_writable(conn, now)
                 if counters is not None and counters.messages != answered:
                     counters.answered(counters.messages - answered, now)
+                if draining:
+                    self._drain_turn(now)
                 if self._timers and self._timers[0][0] <= now:
                     self._run_timers(now)
                 if self._accept_resume_at is not None and now >= self._accept_resume_at:
                     self._resume_accepting()
                 if self._stopping and (not self.conns or now >= self._hard_deadline):
                     break
-        except Exception:
-            log.exception("worker %s failed", self.name)
-            raise
+        except Exception as exc:  # reported by the server, which then stops (S7)
+            self.server.worker_failed(self, exc)
         finally:
             self.not_accepting.set()
-            for conn in list(self.conns.values()):
-                self._abort(conn)
-            self.poller.close()
-            self._wake_r.close()
-            self._wake_w.close()
+            try:
+                self._release()
+            except Exception as exc:  # a thread must not end on a traceback (S7)
+                self.server.worker_failed(self, exc)
+
+    def _release(self) -> None:
+        """The loop has ended: reset what is still open and free the worker's own descriptors."""
+        for conn in list(self.conns.values()):
+            self._abort(conn)
+        self.poller.close()
+        self._wake_r.close()
+        self._wake_w.close()
 
     def _next_timeout(self) -> float | None:
+        if self._draining:
+            return 0.0  # more draining to do next turn
         deadlines = []
         if self._timers:
             deadlines.append(self._timers[0][0])
@@ -261,7 +298,7 @@ class Worker(threading.Thread):
                 sock.close()  # O2: no session, nothing sent
                 self.server.proxy_refused(peer, "the address is not in --proxy-from")
                 continue
-            self._adopt(sock, peer, admit(peer), now)
+            self._adopt(sock, peer, admit(peer, self._proxy_from is None), now)
 
     def _pause_accepting(self, exc: OSError, now: float) -> None:
         self.server.accept_failed(exc)
@@ -272,17 +309,22 @@ class Worker(threading.Thread):
         self._accept_resume_at = None
         self.poller.register(self._listen_fd, self._listen_mask)
 
-    def _adopt(self, sock: socket.socket, peer: object, admitted: bool, now: float) -> None:
+    def _adopt(self, sock: socket.socket, peer: object, refusal: bytes | None, now: float) -> None:
         sock.setblocking(False)
-        if not admitted:  # L10: the busy line, then a lingering close; no session
+        if refusal is not None:  # L10, L15: the refusal line, then a short lingering close; no session
             if self.counters is not None:
-                self.counters.refuse("busy")
+                self.counters.refuse("busy" if refusal.startswith(_BUSY) else "per_address")
+            if self.tls is not None:  # a TLS client could not read a plain line: it only sees the close
+                refusal = b""
+            if self._refused_lingering >= REFUSED_LINGERING:
+                self._refuse_at_once(sock, refusal)
+                return
             conn = Conn(sock, peer, None)
             self.conns[conn.fd] = conn
-            conn.linger_until = now + self.drain
+            self._refused_lingering += 1
+            conn.linger_until = now + self._refused_linger
             self._schedule(conn, conn.linger_until)
-            if self.tls is None:  # a TLS client could not read a plain line: it only sees the close
-                self._send(conn, _BUSY_LINE)
+            self._send(conn, refusal)
             if conn.sock is not None and not conn.out:
                 self._linger(conn, now)
             return
@@ -298,8 +340,9 @@ class Worker(threading.Thread):
             if self._log_info:
                 log.info(self.texts.connected.format(peer=peer), extra=_fields(conn, "connected"))
             deadline = conn.session.idle_deadline()
-        else:  # O2: the client is named when its header is read
+        else:  # O2: the client is named when its header is read, and counted under L15 then
             conn = Conn(sock, peer, None)
+            conn.addressed = False
             self._open(conn, now, on_header=lambda header: self._client_identified(conn, header))
             deadline = conn.session.header_deadline()
         self._interest(conn)
@@ -318,6 +361,16 @@ class Worker(threading.Thread):
         if self.counters is not None:
             self.counters.opened += 1
         return conn
+
+    @staticmethod
+    def _refuse_at_once(sock: socket.socket, refusal: bytes) -> None:
+        """Past the lingering cap: the line and the end of the stream, then the descriptor is freed."""
+        try:
+            sock.send(refusal)
+            sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass  # the client is already gone, or its buffer is full: it loses the line, not the server
+        sock.close()
 
     # -- reading --------------------------------------------------------------
 
@@ -349,7 +402,11 @@ class Worker(threading.Thread):
         Returns False when the connection is gone (a write error aborted it)."""
         messages = session.messages
         if data:
-            out = session.receive(data, now)
+            try:
+                out = session.receive(data, now)
+            except _AddressRefused as refused:
+                self._refuse_address(conn, refused.line)
+                return False
         else:
             conn.eof = True
             out = session.end_of_stream()
@@ -380,12 +437,29 @@ class Worker(threading.Thread):
         """
         if header.source is not None:
             conn.peer = header.source
+        refusal = self.server.claim_address(conn.peer)
+        if refusal is not None:
+            raise _AddressRefused(refusal)  # before the bytes after the header are answered
+        conn.addressed = True
         if self._log_info:
             log.info(self.texts.connected.format(peer=conn.peer), extra=_fields(conn, "connected"))
 
+    def _refuse_address(self, conn: Conn, refusal: bytes) -> None:
+        """L15 by the PROXY header's address: the refusal line, the end of the stream, and the close."""
+        conn.session.abort()
+        self.server.session_ended(conn.peer, conn.addressed)
+        if self.counters is not None:
+            self.counters.refuse("per_address")
+        try:
+            conn.sock.send(refusal)
+            conn.sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass  # the client is already gone: it loses the line, not the server
+        self._close(conn)
+
     def _refuse_header(self, conn: Conn) -> None:
         """The session refused its header (``proxy_rejected``): close now, nothing sent; one line, counted."""
-        self.server.session_ended()
+        self.server.session_ended(conn.peer, conn.addressed)
         self.server.proxy_refused(conn.peer, conn.session.proxy_error)
         if self.counters is not None:
             self.counters.refuse("proxy")
@@ -465,7 +539,7 @@ class Worker(threading.Thread):
     def _finish(self, conn: Conn, now: float) -> None:
         """All replies handed to the network: shut down sending, session CLOSED, linger."""
         conn.session.flushed()
-        self.server.session_ended()
+        self.server.session_ended(conn.peer, conn.addressed)
         if self.counters is not None:
             self.counters.session_closed(conn.session.reason, now - conn.opened)
         if self._log_info and (self._every_event or conn.session.reason != "disconnect"):  # said already (S4)
@@ -480,7 +554,7 @@ class Worker(threading.Thread):
         if conn.eof:
             self._close(conn)
             return
-        conn.linger_until = now + self.drain
+        conn.linger_until = now + (self.drain if conn.session is not None else self._refused_linger)
         self._interest(conn)
         self._schedule(conn, conn.linger_until)
 
@@ -489,7 +563,7 @@ class Worker(threading.Thread):
         session = conn.session
         if session is not None and session.state != CLOSED:
             session.abort()
-            self.server.session_ended()
+            self.server.session_ended(conn.peer, conn.addressed)
             if self.counters is not None:
                 self.counters.session_closed(session.reason, time.monotonic() - conn.opened)
             if self._log_info:
@@ -511,6 +585,8 @@ class Worker(threading.Thread):
         conn.sock = None
         conn.out = bytearray()
         del self.conns[conn.fd]
+        if conn.session is None:
+            self._refused_lingering -= 1
         sock.close()
         if self._accept_resume_at is not None:
             self._accept_resume_at = 0.0  # a descriptor is free: try accepting again now
@@ -603,20 +679,46 @@ class Worker(threading.Thread):
                 self._handshake_failed(conn, "server shutting down")
 
     def _shutdown_session(self, conn: Conn, now: float) -> None:
-        """Answer every complete message already received, then send the notice."""
+        """Answer every complete message already received, then send the notice.
+
+        The session is read from once a turn beside the others (L16) until
+        nothing more is waiting, it is over the L12 bound, or it has had
+        ``_SHUTDOWN_READS`` reads; then it gets the notice.
+        """
+        self._draining[conn.fd] = 0
+
+    def _drain_turn(self, now: float) -> None:
+        draining = self._draining
+        for fd, reads in list(draining.items()):
+            conn = self.conns.get(fd)
+            if conn is None or conn.session is None:
+                del draining[fd]  # closed meanwhile (a write error, a reset)
+                continue
+            if self._drain_read(conn, reads, now):
+                draining[fd] = reads + 1
+            else:
+                del draining[fd]
+                self._notify_shutdown(conn, now)
+
+    def _drain_read(self, conn: Conn, reads: int, now: float) -> bool:
+        """One read of a draining session; False when it is done reading."""
         session = conn.session
-        for _ in range(_SHUTDOWN_READS):
-            if conn.eof or not (session.is_open or session.awaiting_header) or len(conn.out) > self.output_limit:
-                break  # a client over the L12 bound is not read from, even now
-            try:
-                data = conn.sock.recv(READ_SIZE)
-            except (BlockingIOError, InterruptedError):
-                break
-            except OSError:
-                self._abort(conn)
-                return
-            if not self._feed(conn, session, data, now):
-                return
+        reading = session.is_open or session.awaiting_header
+        if reads >= _SHUTDOWN_READS or conn.eof or not reading or len(conn.out) > self.output_limit:
+            return False  # a client over the L12 bound is not read from, even now
+        try:
+            data = conn.sock.recv(READ_SIZE)
+        except (BlockingIOError, InterruptedError):
+            return False
+        except OSError:
+            self._abort(conn)
+            return False
+        return self._feed(conn, session, data, now)
+
+    def _notify_shutdown(self, conn: Conn, now: float) -> None:
+        if conn.sock is None:
+            return
+        session = conn.session
         if session.awaiting_header:  # O2: still no header; refused with nothing sent
             session.shutdown()
         if session.reason == "proxy_rejected":
@@ -670,7 +772,7 @@ class Worker(threading.Thread):
         session = conn.session
         if session.state == HANDSHAKE:
             session.handshake_failed()
-        self.server.session_ended()
+        self.server.session_ended(conn.peer, conn.addressed)
         self.server.refused("tls")
         if self.counters is not None:
             self.counters.refuse("tls")

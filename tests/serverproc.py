@@ -33,12 +33,14 @@ class ServerProcess:
         preexec_fn=None,
         module: str = "server",
         command: Sequence[str] | None = None,
+        launcher: Sequence[str] | None = None,
     ) -> None:
-        """``command`` replaces ``python -m server`` (e.g. a ``python -c`` wrapper); the flags follow it."""
+        """``command`` replaces ``python -m server``; ``launcher`` what follows the interpreter instead of
+        ``-m server`` (e.g. a ``-c`` wrapper); the flags follow either."""
         self.args = ["--port", "0", *args] if "--port" not in args else list(args)
         full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         self.proc = subprocess.Popen(
-            [*(command or (sys.executable, "-m", module)), *self.args],
+            [*(command or (sys.executable, *(launcher or ("-m", module)))), *self.args],
             cwd=ROOT,
             env=full_env,
             stdout=subprocess.PIPE,

@@ -70,38 +70,73 @@ def honest_round_trips(address: tuple[str, int], count: int = 50, tag: str = "ho
         assert conn.disconnect() == "DESCONEXION"
 
 
+class HonestClient:
+    """An honest client working in a background thread; see :func:`honest_traffic`."""
+
+    def __init__(self, address: tuple[str, int]) -> None:
+        self.address = address
+        self.started = 0
+        self.completed = 0
+        self.failure: BaseException | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="honest-client", daemon=True)
+
+    def _run(self) -> None:
+        try:
+            while not self._stop.is_set():
+                self.started += 1
+                honest_round_trips(self.address, 20, tag=f"ronda {self.started}")
+                self.completed += 1
+        except Exception as exc:  # handed to the test thread by served() and on leaving
+            self.failure = exc
+
+    def _check(self) -> None:
+        if self.failure is not None:
+            raise AssertionError(
+                f"the honest client failed after {self.completed} sessions: {self.failure!r}"
+            ) from self.failure
+
+    def served(self, sessions: int = 1, timeout: float = 90.0) -> None:
+        """Wait until ``sessions`` honest sessions that began from now on have completed.
+
+        This is the test's evidence that the server serves others while the
+        abuse set up so far is in place: a condition with a generous deadline,
+        whatever the relative speed of the threads.
+        """
+        target = self.started + sessions  # a session already under way does not count
+
+        def done() -> bool:
+            self._check()
+            return self.completed >= target
+
+        wait_until(done, timeout, f"{sessions} honest sessions begun after this point")
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(90)
+        self._check()
+        assert not self._thread.is_alive(), "the honest client is stuck"
+
+
 @contextmanager
-def honest_traffic(address: tuple[str, int], min_rounds: int = 1) -> Iterator[Callable[[], int]]:
+def honest_traffic(address: tuple[str, int]) -> Iterator[HonestClient]:
     """An honest client keeps working in the background for the duration of the block.
 
-    Yields a function returning the rounds completed so far.  On leaving, the
-    client stops; its first wrong reply or error is raised here, and at least
-    ``min_rounds`` full sessions must have passed.
+    Every reply it gets is checked; its first wrong reply or error is raised
+    by :meth:`HonestClient.served` or on leaving the block.  How many sessions
+    it completes while the test's own thread runs is not asserted (it depends
+    on the threads' relative speed): the test calls ``served(n)`` at the points
+    where it needs the server to have served others.
     """
-    stop = threading.Event()
-    rounds = 0
-    failure: list[BaseException] = []
-
-    def run() -> None:
-        nonlocal rounds
-        try:
-            while not stop.is_set():
-                honest_round_trips(address, 20, tag=f"ronda {rounds}")
-                rounds += 1
-        except Exception as exc:  # handed to the test thread below
-            failure.append(exc)
-
-    thread = threading.Thread(target=run, name="honest-client", daemon=True)
-    thread.start()
+    client = HonestClient(address)
+    client.start()
     try:
-        yield lambda: rounds
+        yield client
     finally:
-        stop.set()
-        thread.join(60)
-    if failure:
-        raise AssertionError(f"the honest client failed after {rounds} rounds: {failure[0]!r}") from failure[0]
-    assert not thread.is_alive(), "the honest client is stuck"
-    assert rounds >= min_rounds, f"the honest client completed only {rounds} rounds"
+        client.stop()
 
 
 def cpu_seconds(server: ServerProcess) -> float:

@@ -96,14 +96,17 @@ def test_control_characters_in_messages_cannot_forge_console_lines(server):
     assert received[-3] == "Mensaje recibido: h\\\\x0dMensaje recibido: falso backslash"
 
 
+@pytest.mark.timeout(240)
 def test_raw_framing_cannot_forge_console_lines_with_a_newline(start_server):
-    srv = start_server("--framing", "raw")
+    # Generous waits: on a machine busy with other tests, starting, answering
+    # and draining may each take much longer than on an idle one.
+    srv = start_server("--framing", "raw", start_timeout=60)
     chunk = b"hola\nMensaje recibido: falso\r\nRespuesta enviada al cliente: FALSO"
-    with connect(srv.address) as sock:
+    with connect(srv.address, timeout=60) as sock:
         sock.sendall(chunk)
-        assert read_exactly(sock, len(chunk)) == chunk.upper()
-    srv.wait_for_text("Respuesta enviada al cliente: HOLA")
-    assert srv.stop() == 0
+        assert read_exactly(sock, len(chunk), timeout=60) == chunk.upper()
+    srv.wait_for_text("Respuesta enviada al cliente: HOLA", timeout=60)
+    assert srv.stop(timeout=60) == 0
     _check_console(srv.stdout)
     assert "Mensaje recibido: hola\\x0aMensaje recibido: falso\\x0d\\x0aRespuesta enviada al cliente: FALSO" in (
         srv.stdout

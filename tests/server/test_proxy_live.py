@@ -199,3 +199,23 @@ def test_proxy_from_matches_addresses_the_way_accept_reports_them():
     assert not _allowed(("192.0.2.8", 1), allowed)
     assert not _allowed(("10.0.0.1", 1), allowed)
     assert not _allowed(("fe80::1%eth0", 1, 0, 2), allowed)
+
+
+def test_the_per_address_limit_counts_the_header_address_not_the_proxy(start_server):
+    """L15 with O2: every connection comes from the proxy's address; the limit is per client it names."""
+    server = proxied(start_server, "--max-per-address", "1")
+    other = ("198.51.100.9", 4343)
+    with connect(server.address) as first, connect(server.address) as second, connect(server.address) as third:
+        first.sendall(v1(CLIENT, ("127.0.0.1", 5000)) + b"uno\n")
+        assert read_lines(first, 1) == [b"UNO\n"]
+        second.sendall(v1((CLIENT[0], 4343), ("127.0.0.1", 5000)) + b"dos\n")
+        assert read_until_closed(second) == b"error: too many connections from your address\n"
+        third.sendall(v2(other, ("127.0.0.1", 5000)) + b"tres\n")
+        assert read_lines(third, 1) == [b"TRES\n"]  # another client behind the same proxy is served
+        first.sendall(b"DESCONEXION\n")
+        assert read_until_closed(first) == b"DESCONEXION\n"
+    server.wait_for_text("Too many connections from one address", stream="stderr")
+    with connect(server.address) as again:  # the first client's place is free once its session ended
+        again.sendall(v1(CLIENT, ("127.0.0.1", 5000)) + b"otra vez\n")
+        assert read_lines(again, 1) == [b"OTRA VEZ\n"]
+    assert not any("dos" in line for line in server.stdout), "the refused session's message was read"

@@ -297,6 +297,8 @@ class Worker(threading.Thread):
             if self._proxy_from is not None and not _allowed(peer, self._proxy_from):
                 sock.close()  # O2: no session, nothing sent
                 self.server.proxy_refused(peer, "the address is not in --proxy-from")
+                if self.counters is not None:
+                    self.counters.refuse("proxy")
                 continue
             self._adopt(sock, peer, admit(peer, self._proxy_from is None), now)
 

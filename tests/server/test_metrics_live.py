@@ -240,6 +240,25 @@ def test_idle_timeout_is_counted(start_server):
         assert value(samples, "upperecho_sent_bytes_total") == len(ERROR_IDLE) + 1
 
 
+def test_proxy_and_per_address_refusals_are_counted(start_server):
+    """O4 with O2 and L15: a bad header, a source outside --proxy-from and a client over its limit."""
+    server = start_server(
+        "-q", "--proxy-protocol", "v1", "--max-per-address", "1", "--metrics", "127.0.0.1:0", "--lang", "en"
+    )
+    url = _metrics_url(server)
+    header = b"PROXY TCP4 203.0.113.7 127.0.0.1 4242 5000\r\n"
+    with connect(server.address) as held, connect(server.address) as over, connect(server.address) as bad:
+        held.sendall(header + b"hola\n")
+        assert read_lines(held, 1) == [b"HOLA\n"]
+        over.sendall(header.replace(b"4242", b"4343"))
+        assert read_until_closed(over) == b"error: too many connections from your address\n"
+        bad.sendall(b"hola\n")  # no header: refused with nothing sent
+        assert read_until_closed(bad) == b""
+        samples = scrape_until(url, lambda s: value(s, "upperecho_connections_refused_total", reason="proxy") == 1)
+        assert value(samples, "upperecho_connections_refused_total", reason="per_address") == 1
+        assert value(samples, "upperecho_sessions_closed_total", reason="proxy_rejected") == 1
+
+
 def test_promtool_finds_a_live_scrape_clean(start_server, tmp_path):
     promtool = shutil.which("promtool")
     if promtool is None:

@@ -23,7 +23,9 @@ RAW_HINT = "serve it with 'make run FRAMING=raw'"
 
 def _make(*args: str) -> list[str]:
     """What make would run (``-n``), every target taken as out of date (``-B``)."""
-    done = subprocess.run(["make", "-n", "-B", *args], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        ["make", "--no-print-directory", "-n", "-B", *args], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
     assert done.returncode == 0, done.stderr
     return done.stdout.splitlines()
 

@@ -258,7 +258,12 @@ class LiveServerModel(RuleBasedStateMachine):
         assert list(session.client.pipeline(texts)) == [line.decode() for line in due.split(b"\n")[:-1]]
 
     @precondition(_has(CLIENT, used=True))
-    @rule(pick=st.integers(0, 99), word=disconnect_variants().filter(lambda w: "\n" not in w and not w.endswith("\r")))
+    @rule(
+        pick=st.integers(0, 99),
+        word=disconnect_variants().filter(
+            lambda w: "\n" not in w and not w.endswith("\r") and len(w.encode()) <= MAX_LINE  # else L6, not L4
+        ),
+    )
     @step
     def client_disconnect(self, pick: int, word: str) -> None:
         session = self._pick(CLIENT, pick, used=True)

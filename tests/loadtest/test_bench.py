@@ -273,7 +273,11 @@ def test_help_cites_only_files_the_repository_has_and_names_each_workload():
 
 def test_make_bench_passes_its_options():
     result = subprocess.run(
-        ["make", "-n", "bench", "ARGS=--quick --workloads W1"], cwd=ROOT, capture_output=True, text=True, timeout=60
+        ["make", "--no-print-directory", "-n", "bench", "ARGS=--quick --workloads W1"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[-1].endswith("-m loadtest.bench --quick --workloads W1")

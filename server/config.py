@@ -11,13 +11,15 @@ from typing import Any
 from server.logs import LEVELS
 from server.messages import LANGS
 from server.options import ENV_PREFIX, Parser, bounded, from_env, host
-from statemachine.session import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_LINE, FRAMINGS, Limits
+from statemachine.session import DEFAULT_IDLE_TIMEOUT, DEFAULT_LINE_TIMEOUT, DEFAULT_MAX_LINE, FRAMINGS, Limits
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 5000
 DEFAULT_MAX_CONNECTIONS = 10000
 DEFAULT_DRAIN_TIMEOUT = 5.0
 DEFAULT_OUTPUT_LIMIT = 1 << 20
+# The longest wait epoll accepts (about 24.8 days of milliseconds in a C int), in whole days.
+MAX_DURATION = 24 * 24 * 3600.0
 
 
 def default_workers() -> int:
@@ -35,6 +37,7 @@ class Config:
     max_connections: int = DEFAULT_MAX_CONNECTIONS
     max_line: int = DEFAULT_MAX_LINE
     idle_timeout: float = DEFAULT_IDLE_TIMEOUT
+    line_timeout: float = DEFAULT_LINE_TIMEOUT
     drain_timeout: float = DEFAULT_DRAIN_TIMEOUT
     framing: str = "line"
     log_level: str = "info"
@@ -43,7 +46,12 @@ class Config:
 
     @property
     def limits(self) -> Limits:
-        return Limits(framing=self.framing, max_line=self.max_line, idle_timeout=self.idle_timeout)
+        return Limits(
+            framing=self.framing,
+            max_line=self.max_line,
+            idle_timeout=self.idle_timeout,
+            line_timeout=self.line_timeout,
+        )
 
 
 # name, converter, default, help; the environment variable is UPPERECHO_<NAME>
@@ -64,6 +72,13 @@ _OPTIONS: list[tuple[str, Callable[[str], Any], Any, str, Sequence[str] | None]]
         bounded(float, 0),
         DEFAULT_IDLE_TIMEOUT,
         "seconds without input before closing; 0 = off (default %(default)s)",
+        None,
+    ),
+    (
+        "line-timeout",
+        bounded(float, 0, MAX_DURATION),
+        DEFAULT_LINE_TIMEOUT,
+        "seconds a message may take from its first byte to its newline; 0 = off (default %(default)s)",
         None,
     ),
     (

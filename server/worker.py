@@ -229,7 +229,7 @@ class Worker(threading.Thread):
         if self._log_info:
             log.info(self.texts.connected.format(peer=peer))
         self._interest(conn)
-        deadline = conn.session.idle_deadline()
+        deadline = conn.session.next_deadline()
         if deadline is not None:
             self._schedule(conn, deadline)
         if self._stopping:
@@ -259,6 +259,11 @@ class Worker(threading.Thread):
         Returns False when the connection is gone (a write error aborted it)."""
         if data:
             out = session.receive(data, now)
+            started = session.line_started
+            if started is not None and (conn.timer_at is None or started < conn.timer_at):
+                deadline = session.line_deadline()  # L14: may come before the timer set so far
+                if deadline is not None:
+                    self._schedule(conn, deadline)
         else:
             conn.eof = True
             out = session.end_of_stream()
@@ -424,11 +429,11 @@ class Worker(threading.Thread):
             deadline = conn.closing_since + self.drain
             expire = self._abort
         elif session is not None and session.is_open:
-            deadline = session.idle_deadline()
+            deadline = session.next_deadline()
             if deadline is None:
                 return
             if deadline <= now:
-                self._send(conn, session.check_idle(now))
+                self._send(conn, session.check_deadlines(now))
                 if conn.sock is not None:
                     self._on_closing(conn, now)
                 return

@@ -26,9 +26,11 @@ FRAMINGS = (LINE, RAW)
 
 DEFAULT_MAX_LINE = 65536
 DEFAULT_IDLE_TIMEOUT = 300.0
+DEFAULT_LINE_TIMEOUT = 60.0
 
 ERROR_INVALID_UTF8 = "error: invalid utf-8"
 ERROR_IDLE = "error: idle timeout"
+ERROR_LINE_TIMEOUT = "error: line timeout"
 ERROR_SHUTDOWN = "error: server shutting down"
 ERROR_BUSY = "error: server busy"
 
@@ -51,6 +53,7 @@ class Limits:
     framing: str = LINE
     max_line: int = DEFAULT_MAX_LINE
     idle_timeout: float = DEFAULT_IDLE_TIMEOUT  # seconds; 0 turns it off
+    line_timeout: float = DEFAULT_LINE_TIMEOUT  # seconds from a message's first byte to its end; 0: off
 
     def __post_init__(self) -> None:
         if self.framing not in FRAMINGS:
@@ -59,6 +62,8 @@ class Limits:
             raise ValueError("max_line must be at least 1")
         if self.idle_timeout < 0:
             raise ValueError("idle_timeout must not be negative")
+        if self.line_timeout < 0:
+            raise ValueError("line_timeout must not be negative")
 
 
 class Session(SessionModel):
@@ -66,15 +71,29 @@ class Session(SessionModel):
 
     ``reason`` names the trigger that moved the session to CLOSING or CLOSED.
     ``on_message`` (optional) sees every message and its reply, for logging.
+    ``line_started`` is when the first byte of the unfinished message arrived
+    (None when no message is unfinished): the L14 clock, which later bytes of
+    the same message do not restart.
     """
 
-    __slots__ = ("_framer", "_held", "_terminator", "eof", "last_input", "limits", "on_message", "reason")
+    __slots__ = (
+        "_framer",
+        "_held",
+        "_terminator",
+        "eof",
+        "last_input",
+        "limits",
+        "line_started",
+        "on_message",
+        "reason",
+    )
 
     def __init__(self, limits: Limits, now: float, on_message: MessageHook | None = None) -> None:
         super().__init__()
         self.limits = limits
         self.on_message = on_message
         self.last_input = now
+        self.line_started: float | None = None
         self.reason: str | None = None
         self.eof = False
         self._terminator = LF
@@ -95,6 +114,22 @@ class Session(SessionModel):
             return None
         return self.last_input + timeout
 
+    def line_deadline(self) -> float | None:
+        """When the message deadline (L14) fires for the unfinished message; None when there is none."""
+        started = self.line_started
+        timeout = self.limits.line_timeout
+        if started is None or not timeout or not self.is_open:
+            return None
+        return started + timeout
+
+    def next_deadline(self) -> float | None:
+        """The earlier of the idle and message deadlines: when :meth:`check_deadlines` may act."""
+        idle = self.idle_deadline()
+        line = self.line_deadline()
+        if line is None or (idle is not None and idle <= line):
+            return idle
+        return line
+
     # -- inputs ---------------------------------------------------------------
 
     def receive(self, data: bytes, now: float) -> bytes:
@@ -104,13 +139,18 @@ class Session(SessionModel):
             return b""  # CLOSING and CLOSED discard input
         if self._framer is None:
             return self._receive_raw(data)
+        framer = self._framer
         try:
-            block = self._framer.feed(data)
+            block = framer.feed(data)
         except LineTooLong as exc:
             out = self._reply_block(exc.block) if exc.block else b""
             if not self.is_open:
                 return out
             return out + self._close("line_too_long", error_too_long(exc.max_line))
+        if not framer.holding:
+            self.line_started = None
+        elif block or self.line_started is None:
+            self.line_started = now  # this read began the unfinished message
         return self._reply_block(block) if block else b""
 
     def end_of_stream(self) -> bytes:
@@ -138,6 +178,16 @@ class Session(SessionModel):
         deadline = self.idle_deadline()
         if deadline is None or now < deadline:
             return b""
+        return self._close("idle_timeout", ERROR_IDLE)
+
+    def check_deadlines(self, now: float) -> bytes:
+        """Call when :meth:`next_deadline` may have passed; returns the notice of the one due (L9, L14)."""
+        deadline = self.next_deadline()
+        if deadline is None or now < deadline:
+            return b""
+        if deadline == self.line_deadline():
+            self._framer.take_pending()  # the unfinished message is dropped, not answered
+            return self._close("line_timeout", ERROR_LINE_TIMEOUT)
         return self._close("idle_timeout", ERROR_IDLE)
 
     def shutdown(self) -> bytes:
@@ -236,6 +286,7 @@ __all__ = [
     "ERROR_BUSY",
     "ERROR_IDLE",
     "ERROR_INVALID_UTF8",
+    "ERROR_LINE_TIMEOUT",
     "ERROR_SHUTDOWN",
     "FRAMINGS",
     "LINE",

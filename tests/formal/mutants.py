@@ -93,6 +93,7 @@ TABLE_MUTANTS = [
     TableMutant("message -> CLOSING", _redirect("message", "CLOSING"), _ALL | {GRAPH}),
     TableMutant("message -> CONNECTED", _redirect("message", "CONNECTED"), _ALL | {GRAPH}),
     TableMutant("idle_timeout -> CLOSED (no flush)", _redirect("idle_timeout", "CLOSED"), _ALL),
+    TableMutant("line_timeout -> ECHOING", _redirect("line_timeout", "ECHOING"), _ALL),
     TableMutant("abort -> CLOSING", _redirect("abort", "CLOSING"), _ALL),
     TableMutant("flushed -> CLOSING", _redirect("flushed", "CLOSING"), _ALL),
     TableMutant("message accepted in CLOSING", _add("message", "CLOSING", "CLOSING"), _ALL),
@@ -243,6 +244,18 @@ SOURCE_MUTANTS = [
             ).incomplete_tail
         ),
         frozenset({"raw_reads_are_messages"}),
+    ),
+    SourceMutant(
+        "every byte restarts the message deadline",
+        "L14",
+        lambda: session_with([("elif block or self.line_started is None:", "else:")]),
+        frozenset({"line_deadline"}),
+    ),
+    SourceMutant(
+        "a message begun after a complete line keeps the old deadline",
+        "L14",
+        lambda: session_with([("elif block or self.line_started is None:", "elif self.line_started is None:")]),
+        frozenset({"line_deadline"}),
     ),
     SourceMutant(
         "raw replies get a newline",

@@ -1,7 +1,8 @@
 """Generate a Promela model of one connection from the session machine's declaration.
 
 The model has three processes: a ``Client`` that sends messages, the
-disconnect word, an over-long line, a half-close or a reset in any order; the
+disconnect word, an over-long line, a half-close, a message it never finishes
+(trickling, L14) or a reset in any order; the
 server's ``Session`` for that connection; and an ``Operator`` who may send
 SIGTERM.  Two channels stand for the two directions of the TCP connection.
 
@@ -30,7 +31,17 @@ from string import Template
 # The states the template below tests and the triggers it fires (the server's events).
 TEMPLATE_STATES = frozenset({"CONNECTED", "ECHOING", "CLOSING", "CLOSED"})
 TEMPLATE_TRIGGERS = frozenset(
-    {"message", "disconnect", "end_of_stream", "line_too_long", "idle_timeout", "shutdown", "flushed", "abort"}
+    {
+        "message",
+        "disconnect",
+        "end_of_stream",
+        "line_too_long",
+        "idle_timeout",
+        "line_timeout",
+        "shutdown",
+        "flushed",
+        "abort",
+    }
 )
 
 _HEADER = Template(
@@ -40,6 +51,7 @@ _HEADER = Template(
 
 #define NMSG $nmsg         /* ordinary messages a client sends at most */
 #define IDLE $idle         /* L9: 1 when the idle timeout is on */
+#define LINE $line         /* L14: 1 when the message deadline is on */
 #define BOUND 2        /* L12: the server stops reading while this many lines wait for the client */
 #define SLOTS (NMSG + 3)  /* room for every line the server can ever send, so it never blocks writing */
 
@@ -49,9 +61,10 @@ $state_defines
 $trigger_defines
 #define NONE 255
 
-/* client -> server: a message, the disconnect word (L4), an over-long line (L6), a half-close (L7) */
+/* client -> server: a message, the disconnect word (L4), an over-long line (L6), a half-close (L7),
+ * the first bytes of a message the client then trickles and never finishes (L14) */
 /* server -> client: the reply to a message, an error line of the server's own (L8), the close (FIN) */
-mtype = { MSG, BYE, LONG, HALFCLOSE, REPLY, NOTICE, FIN };
+mtype = { MSG, BYE, LONG, HALFCLOSE, PART, REPLY, NOTICE, FIN };
 
 chan c2s = [2] of { mtype, byte };     /* the kind and the message's number */
 chan s2c = [SLOTS] of { mtype, byte };
@@ -63,6 +76,7 @@ byte sent_before_halfclose = 0;
 bool client_reset = false;  /* the client sent a reset (RST) */
 bool server_reset = false;  /* the session aborted: the client sees a reset */
 bool stop = false;          /* SIGTERM reached the server (L11) */
+bool unfinished = false;    /* the session holds part of a message (its deadline runs, L14) */
 bool fin_sent = false;      /* the session shut down its sending side */
 bool resets;                /* chosen at the start: this client may reset the connection */
 bool walks;                 /* chosen at the start: this client may walk away (only with IDLE) */
@@ -94,12 +108,19 @@ proctype Session() {
           :: len(s2c) < BOUND && c2s?[BYE] -> c2s?BYE(seq); s2c!REPLY(seq); answered++; trig = disconnect
           :: len(s2c) < BOUND && c2s?[LONG] -> c2s?LONG(seq); s2c!NOTICE(0); trig = line_too_long
           :: len(s2c) < BOUND && c2s?[HALFCLOSE] -> c2s?HALFCLOSE(seq); trig = end_of_stream
+          /* bytes of an unfinished message: no trigger, but its deadline starts */
+          :: len(s2c) < BOUND && c2s?[PART] -> c2s?PART(seq); unfinished = true; trig = NONE
+          /* L14: the unfinished message's deadline passed, however many of its bytes still trickle in */
+          :: LINE && unfinished -> s2c!NOTICE(0); trig = line_timeout
           /* L9: no byte read for the idle time: nothing to read, or reading paused (L12) */
           :: IDLE && (empty(c2s) || len(s2c) >= BOUND) -> s2c!NOTICE(0); trig = idle_timeout
           /* L11: every message already received is answered first, unless reading is paused */
           :: stop && (empty(c2s) || len(s2c) >= BOUND) -> s2c!NOTICE(0); trig = shutdown
           fi;
-          reason = trig
+          if
+          :: trig != NONE -> reason = trig
+          :: else -> skip
+          fi
        :: state == CLOSING ->
           if
           :: client_reset -> trig = abort
@@ -108,7 +129,10 @@ proctype Session() {
           :: true -> trig = abort          /* the drain time passed first (the client does not read) */
           fi
        fi;
-       fire(trig);
+       if
+       :: trig != NONE -> fire(trig)
+       :: else -> skip
+       fi;
        if
        :: trig == abort -> server_reset = true
        :: else -> skip
@@ -121,11 +145,13 @@ proctype Session() {
 proctype Client() {
   byte sent = 0, got = 0, bye = NONE, seq;
   bool halfclosed = false, ended = false;  /* ended: a closing line (the disconnect reply or a notice) came */
+  bool trickling = false;  /* sent the start of a message it never finishes: sends nothing else */
   do
-  :: !halfclosed && sent < NMSG && nfull(c2s) -> c2s!MSG(sent); sent++
-  :: !halfclosed && bye == NONE && nfull(c2s) -> c2s!BYE(sent); bye = sent; sent++
-  :: !halfclosed && nfull(c2s) -> c2s!LONG(sent)
-  :: !halfclosed && nfull(c2s) -> c2s!HALFCLOSE(0); sent_before_halfclose = sent; halfclosed = true
+  :: !halfclosed && !trickling && sent < NMSG && nfull(c2s) -> c2s!MSG(sent); sent++
+  :: !halfclosed && !trickling && bye == NONE && nfull(c2s) -> c2s!BYE(sent); bye = sent; sent++
+  :: !halfclosed && !trickling && nfull(c2s) -> c2s!LONG(sent)
+  :: !halfclosed && !trickling && nfull(c2s) -> c2s!HALFCLOSE(0); sent_before_halfclose = sent; halfclosed = true
+  :: !halfclosed && !trickling && nfull(c2s) -> c2s!PART(sent); trickling = true
   :: s2c?REPLY(seq) ->
      assert(!ended);        /* nothing but the close after a closing line */
      assert(seq == got);    /* L3: one reply per message, in order, none lost */
@@ -181,6 +207,7 @@ def promela(
     *,
     nmsg: int = 2,
     idle: bool = True,
+    line: bool = True,
 ) -> str:
     """The Promela text for ``transitions`` (``{(source, trigger): dest}``, as ``table()`` gives).
 
@@ -203,6 +230,7 @@ def promela(
     text = _HEADER.substitute(
         nmsg=nmsg,
         idle=int(idle),
+        line=int(line),
         state_defines="\n".join(f"#define {name} {i}" for i, name in enumerate(states)),
         trigger_defines="\n".join(f"#define {name} {i}" for i, name in enumerate(triggers)),
         initial=initial,

@@ -32,10 +32,11 @@ SERVER_LINE = b"error: "
 Property = Callable[[], None]
 
 
-def new_session(core: ModuleType, framing: str, max_line: int = 65536, hooked: bool = False):
+def new_session(core: ModuleType, framing: str, max_line: int = 65536, hooked: bool = False, line_timeout: float = 0):
     """A session as the server makes it; ``hooked`` adds the logging hook (the per-line path)."""
     hook = (lambda text, reply: None) if hooked else None
-    return core.Session(core.Limits(framing=framing, max_line=max_line, idle_timeout=0), T0, hook)
+    limits = core.Limits(framing=framing, max_line=max_line, idle_timeout=0, line_timeout=line_timeout)
+    return core.Session(limits, T0, hook)
 
 
 def feed(session, pieces: Iterable[bytes], end: str | None) -> bytes:
@@ -76,6 +77,39 @@ def framing_invariance(core: ModuleType, max_examples: int = 600, shrink: bool =
         assert in_one == expected.replies
         assert_outcome(whole, expected)
         assert_outcome(split, expected)
+
+    return prop
+
+
+LINE_TIMEOUT = 10
+# Gaps between reads, in whole seconds so that sums are exact: some land just on the deadline.
+_gaps = st.lists(st.sampled_from([0, 1, 3, 9, 10, 11, 30]), min_size=1, max_size=40)
+
+
+def line_deadline(core: ModuleType, max_examples: int = 500, shrink: bool = True) -> Property:
+    """L14: reads at arbitrary times; the message deadline closes exactly when the reference says.
+
+    Trickled bytes of one message do not restart its clock; a new message starts a new one.
+    The server looks at the deadline whenever its timer fires: here, before each read and at the end.
+    """
+
+    @deterministic(max_examples, shrink)
+    @given(data=st.data(), max_line=_max_lines, hooked=st.booleans())
+    def prop(data: st.DataObject, max_line: int, hooked: bool) -> None:
+        stream = data.draw(line_streams(max_line), label="stream")
+        pieces = data.draw(cuts(stream), label="segments")
+        gaps = data.draw(_gaps, label="gaps")
+        times = [T0 + sum(gaps[: i + 1]) for i in range(len(pieces) + 1)]
+        end = times[len(pieces)] if len(pieces) < len(gaps) else times[-1] + gaps[-1]
+        expected = reference.timed_line_replies(list(zip(times, pieces, strict=False)), max_line, LINE_TIMEOUT, end)
+        session = new_session(core, core.LINE, max_line, hooked, line_timeout=LINE_TIMEOUT)
+        out = b""
+        for at, piece in [*zip(times, pieces, strict=False), (end, b"")]:
+            out += session.check_deadlines(at)
+            if piece:
+                out += session.receive(piece, at)
+        assert out == expected.replies
+        assert_outcome(session, expected)
 
     return prop
 

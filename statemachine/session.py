@@ -13,12 +13,15 @@ holds, then calls :meth:`Session.flushed`; on a reset or a write error it calls
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from itertools import filterfalse
+from operator import methodcaller
 
 from statemachine.framing import CRLF, LF, LineFramer, LineTooLong, split_block
 from statemachine.machine import CLOSED, CLOSING, CONNECTED, ECHOING, SessionModel, fire
-from statemachine.text import incomplete_tail, is_disconnect, may_hold_disconnect
+from statemachine.text import find_disconnect, incomplete_tail, is_disconnect
 
 LINE = "line"
 RAW = "raw"
@@ -36,6 +39,30 @@ ERROR_BUSY = "error: server busy"
 
 
 _OPEN_STATES = frozenset((CONNECTED, ECHOING))
+# One line of well-formed UTF-8 (RFC 3629, section 4), LF excluded.
+_UTF8_LINE = re.compile(
+    rb"(?:[\x00-\x09\x0b-\x7f]|[\xc2-\xdf][\x80-\xbf]|\xe0[\xa0-\xbf][\x80-\xbf]"
+    rb"|[\xe1-\xec\xee\xef][\x80-\xbf]{2}|\xed[\x80-\x9f][\x80-\xbf]|\xf0[\x90-\xbf][\x80-\xbf]{2}"
+    rb"|[\xf1-\xf3][\x80-\xbf]{3}|\xf4[\x80-\x8f][\x80-\xbf]{2})*"
+)
+_ERROR_LF = ERROR_INVALID_UTF8.encode()
+_ERROR_CRLF = _ERROR_LF + b"\r"  # a line that ends in CR had a CRLF terminator
+_ENDS_IN_CR = methodcaller("endswith", b"\r")
+
+
+def replace_invalid_lines(data: bytes) -> bytes:
+    """Each line of ``data`` (lines end in LF) that is not UTF-8 replaced by the error line (L5).
+
+    Without a Python step per line (L16): only the distinct lines that are not
+    ASCII are checked, once each, and the lines are mapped through a table of
+    the invalid ones.
+    """
+    lines = data.split(LF)
+    suspects = set(filterfalse(bytes.isascii, set(lines)))
+    invalid = suspects.difference(filter(_UTF8_LINE.fullmatch, suspects))
+    table = dict.fromkeys(invalid, _ERROR_LF)
+    table.update(dict.fromkeys(filter(_ENDS_IN_CR, invalid), _ERROR_CRLF))
+    return LF.join(map(table.get, lines, lines))
 
 
 def error_too_long(max_line: int) -> str:
@@ -214,22 +241,49 @@ class Session(SessionModel):
     # -- line framing ---------------------------------------------------------
 
     def _reply_block(self, block: bytes) -> bytes:
-        if self.on_message is None:
-            try:
-                text = block.decode()
-            except UnicodeDecodeError:
-                pass
-            else:
-                if not may_hold_disconnect(text):
-                    fire(self, "message")
-                    self._terminator = CRLF if block.endswith(CRLF) else LF
-                    return text.upper().encode()
-        out = []
-        for line, terminator in split_block(block):
-            out.append(self._reply_line(line, terminator))
-            if not self.is_open:
-                break
-        return b"".join(out)
+        """Complete lines, answered a whole block at a time (L16: no Python work per line).
+
+        Decoding, upper-casing, replacing invalid lines and finding the disconnect
+        word are each one pass over the block, whatever it holds; only the
+        logging hook, when set, is called once per message.
+        """
+        try:
+            text = block.decode()
+            invalid = False
+        except UnicodeDecodeError:
+            text = block.decode(errors="surrogateescape")
+            invalid = True
+        word = find_disconnect(text)
+        if word < 0:
+            return self._reply_text(text, invalid)
+        # The lines before the word are messages; the word is answered, what follows it dropped (L4).
+        out = self._reply_text(text[:word], invalid) if word else b""
+        line, terminator = split_block(text[word : text.index("\n", word) + 1].encode())[0]
+        return out + self._reply_line(line, terminator)
+
+    def _reply_text(self, text: str, invalid: bool) -> bytes:
+        """Lines (decoded, invalid bytes escaped as surrogates) none of which is the disconnect word."""
+        reply = text.upper()
+        if invalid:  # the upper case of the valid lines; the invalid ones still hold their bytes
+            out = replace_invalid_lines(reply.encode(errors="surrogateescape"))
+            reply = out.decode() if self.on_message is not None else reply
+        else:
+            out = reply.encode()
+        if self.on_message is not None:
+            self._log_lines(text, reply)
+        fire(self, "message")
+        self._terminator = CRLF if text.endswith("\r\n") else LF
+        return out
+
+    def _log_lines(self, text: str, reply: str) -> None:
+        """The hook sees each message and its reply, as the raw path and the tail show them."""
+        hook = self.on_message
+        for line, answer in zip(text.split("\n")[:-1], reply.split("\n")[:-1], strict=True):
+            if line.endswith("\r"):
+                line, answer = line[:-1], answer[:-1]
+            if answer == ERROR_INVALID_UTF8:
+                line = line.encode(errors="surrogateescape").decode(errors="replace")
+            hook(line, answer)
 
     def _reply_line(self, line: bytes, terminator: bytes) -> bytes:
         """One message; ``terminator`` is b"" for the unterminated tail (L7)."""

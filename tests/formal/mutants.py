@@ -158,13 +158,19 @@ SOURCE_MUTANTS = [
         frozenset({"framing_invariance", "echoes_have_no_lower_case", "all_of_unicode_echoes"}),
     ),
     SourceMutant(
-        "reply loses the CR of CRLF (per-line path)",
+        "reply loses the CR of CRLF (the word's and raw path)",
         "L2",
         lambda: session_with([("return reply.encode() + terminator", "return reply.encode() + terminator[-1:]")]),
-        frozenset({"framing_invariance", "echoes_have_no_lower_case"}),
+        frozenset({"framing_invariance", "disconnect_variants_close"}),
     ),
     SourceMutant(
-        "echo strips spaces (per-line path)",
+        "an invalid line's error loses the CR of CRLF (block path)",
+        "L5/L8",
+        lambda: session_with([('_ERROR_CRLF = _ERROR_LF + b"\\r"', "_ERROR_CRLF = _ERROR_LF")]),
+        frozenset({"framing_invariance"}),
+    ),
+    SourceMutant(
+        "echo strips spaces (every path)",
         "L2",
         lambda: session_with([("reply = text.upper()", "reply = text.strip().upper()")]),
         frozenset({"framing_invariance", "echoes_have_no_lower_case"}),
@@ -196,7 +202,7 @@ SOURCE_MUTANTS = [
     SourceMutant(
         "pre-filter hides the word (fast path)",
         "L4",
-        lambda: session_with(may_hold_disconnect=lambda t: False),
+        lambda: session_with(find_disconnect=lambda t: -1),
         frozenset({"disconnect_variants_close", "disconnect_is_exactly_the_rule"}),
     ),
     SourceMutant(

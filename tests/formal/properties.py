@@ -185,6 +185,9 @@ def near_misses_stay_open(core: ModuleType, max_examples: int = 400, shrink: boo
         out = feed(session, [text.encode() + b"\n"], None)
         assert session.is_open, f"{text!r} disconnected"
         assert out == text.upper().encode() + b"\n"
+        last = new_session(core, core.LINE, hooked=hooked)  # the same text as the last message (L7)
+        assert feed(last, [text.encode()], reference.EOF) == text.upper().encode()
+        assert last.reason == "end_of_stream", f"{text!r} as the last message disconnected"
 
     return prop
 
@@ -212,6 +215,9 @@ def disconnect_is_exactly_the_rule(core: ModuleType, max_examples: int = 800, sh
         session = new_session(core, core.LINE, hooked=hooked)
         feed(session, [text.encode() + b"\n"], None)
         assert (session.reason == "disconnect") == reference.disconnects(text), repr(text)
+        last = new_session(core, core.LINE, hooked=hooked)  # the same text as the last message (L7)
+        feed(last, [text.encode()], reference.EOF)
+        assert (last.reason == "disconnect") == reference.disconnects(text), f"last message {text!r}"
 
     return prop
 

@@ -79,6 +79,7 @@ class Worker(threading.Thread):
         self.limits = server.config.limits
         self.drain = server.config.drain_timeout
         self.output_limit = server.config.output_limit
+        self._reply_per_byte = self.limits.reply_per_byte
         self.texts = server.texts
         self.poller = Poller()
         self._wake_r, self._wake_w = socket.socketpair()
@@ -237,9 +238,13 @@ class Worker(threading.Thread):
 
     # -- reading --------------------------------------------------------------
 
+    def _read_size(self, conn: Conn) -> int:
+        """A read whose replies, however large, keep the unsent output within the bound (L12)."""
+        return min(READ_SIZE, max(1, (self.output_limit - len(conn.out)) // self._reply_per_byte))
+
     def _on_readable(self, conn: Conn, now: float) -> None:
         try:
-            data = conn.sock.recv(READ_SIZE)
+            data = conn.sock.recv(self._read_size(conn))
         except (BlockingIOError, InterruptedError):
             return
         except OSError:
@@ -466,7 +471,7 @@ class Worker(threading.Thread):
             if conn.eof or not session.is_open or len(conn.out) > self.output_limit:
                 break  # a client over the L12 bound is not read from, even now
             try:
-                data = conn.sock.recv(READ_SIZE)
+                data = conn.sock.recv(self._read_size(conn))
             except (BlockingIOError, InterruptedError):
                 break
             except OSError:

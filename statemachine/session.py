@@ -82,6 +82,17 @@ class Limits:
     idle_timeout: float = DEFAULT_IDLE_TIMEOUT  # seconds; 0 turns it off
     line_timeout: float = DEFAULT_LINE_TIMEOUT  # seconds from a message's first byte to its end; 0: off
 
+    @property
+    def reply_per_byte(self) -> int:
+        """The most reply bytes one byte read can add, beyond finishing what was held (L12).
+
+        An invalid byte is answered with the 21-byte error line: with its LF in
+        line framing (10.5 per byte, so 11), alone in raw framing (21).  An
+        upper case is at most 3 times as long as its text.  Finishing a held
+        line adds at most 3 times that line, and a closing notice a few bytes.
+        """
+        return len(ERROR_INVALID_UTF8) + 1 if self.framing == RAW else (len(ERROR_INVALID_UTF8) + 2) // 2
+
     def __post_init__(self) -> None:
         if self.framing not in FRAMINGS:
             raise ValueError(f"framing must be one of {', '.join(FRAMINGS)}")

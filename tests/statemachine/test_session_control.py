@@ -279,3 +279,16 @@ def test_limit_defaults():
 def test_bad_limits_are_refused(kwargs):
     with pytest.raises(ValueError):
         Limits(**kwargs)
+
+
+def test_reply_per_byte_is_the_largest_reply_one_byte_can_cause():
+    """L12's read sizing rests on these: the error line per invalid byte, and upper case at most 3x."""
+    line = Session(Limits(), T0).receive(b"\xff\n", T0)
+    assert len(line) / 2 <= Limits().reply_per_byte == 11
+    assert len(Session(Limits(framing="raw"), T0).receive(b"\xff", T0)) <= Limits(framing="raw").reply_per_byte == 21
+    widest = max(
+        len(chr(code).upper().encode()) / len(chr(code).encode())
+        for code in range(0x110000)
+        if not 0xD800 <= code <= 0xDFFF
+    )
+    assert widest == 3

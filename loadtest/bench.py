@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from loadtest import driver, report
+from loadtest import driver, noisy, report
 from loadtest.servers import OURS, ROOT, SPECS, LaunchError, RunningServer
 
 
@@ -41,6 +41,7 @@ class Settings:
     w5_rounds: int
     driver_processes: int = 2
     holding_processes: int = 4
+    w6_seconds: float = 2.0
 
 
 # Many short rounds rather than a few long ones: on a shared machine the noise
@@ -68,6 +69,7 @@ QUICK = Settings(
     w4_seconds=0.3,
     w5_lines=20_000,
     w5_rounds=1,
+    w6_seconds=0.3,
 )
 
 
@@ -103,6 +105,12 @@ WORKLOADS: dict[str, Workload] = {
             fresh=True,  # memory per held connection needs a clean start
         ),
         Workload("W5", lambda s, c: driver.pipelined(s, c.w5_lines), lambda c: c.w5_rounds),
+        Workload(
+            "W6",
+            lambda s, c: noisy.noisy_neighbours(s, c.w6_seconds),
+            lambda c: min(c.rounds, 3),  # four runs of W1 per round, each beside its abusers
+            concurrent=True,
+        ),
     )
 }
 
@@ -238,7 +246,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--servers", nargs="+", default=list(SPECS), metavar="NAME", help=f"among {', '.join(SPECS)} (default: all)"
     )
     parser.add_argument(
-        "--workloads", nargs="+", default=list(WORKLOADS), metavar="W", help="among W1..W5 (default: all)"
+        "--workloads", nargs="+", default=list(WORKLOADS), metavar="W", help="among W1..W6 (default: all)"
     )
     parser.add_argument("--rounds", type=int, help="interleaved rounds per workload (default 5; quick 1)")
     args = parser.parse_args(argv)

@@ -33,15 +33,19 @@ def test_quick_bench_writes_a_table_json_and_chart_with_numbers_in_every_row(tmp
     document = json.loads((tmp_path / "bench.json").read_text(encoding="utf-8"))
     assert document["errors"] == []
     rows = {(row["workload"], row["server"]): row for row in document["summary"]}
-    expected = {(w, s) for w in report.WORKLOADS for s in (OURS, *PEERS)} - {("W2", "P4"), ("W4", "P4")}
+    single = {("W2", "P4"), ("W4", "P4"), ("W6", "P4")}  # workloads that need a concurrent server
+    expected = {(w, s) for w in report.WORKLOADS for s in (OURS, *PEERS)} - single
     assert set(rows) == expected
     for (workload, _), row in rows.items():
+        if workload == "W6":  # beside ten abusers a peer may answer nothing: its own table says so
+            assert row["extra"]["round_trips_0"] > 0 and row["extra"]["p99_us_0"] > 0
+            continue
         assert row["value"] > 0
         numbers = [row["ratio_to_best_peer"], row["server_cpu_us"], row["driver_cpu_us"], row["machine_busy"]]
         if workload != "W5":  # one pipelined burst has no per-reply latency
             numbers += [row["p50_us"], row["p99_us"]]
         assert all(math.isfinite(n) and n >= 0 for n in numbers), row
-    assert {(n["workload"], n["server"]) for n in document["not_applicable"]} == {("W2", "P4"), ("W4", "P4")}
+    assert {(n["workload"], n["server"]) for n in document["not_applicable"]} == single
     assert rows[("W4", OURS)]["extra"]["held"] > 0
     assert {check["demand"] for check in document["demand"]} >= {"W4 RSS per held connection <= 16 KiB"}
     assert (tmp_path / "bench.png").read_bytes().startswith(b"\x89PNG")

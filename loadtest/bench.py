@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from loadtest import driver, report, scaling
+from loadtest import driver, noisy, report, scaling
 from loadtest.certs import CertError, throwaway_cert
 from loadtest.servers import (
     ALL_SPECS,
@@ -56,6 +56,7 @@ class Settings:
     w5_rounds: int
     driver_processes: int = 2
     holding_processes: int = 4
+    w6_seconds: float = 2.0
 
 
 # Many short rounds rather than a few long ones: on a shared machine the noise
@@ -83,6 +84,7 @@ QUICK = Settings(
     w4_seconds=0.3,
     w5_lines=20_000,
     w5_rounds=1,
+    w6_seconds=0.3,
 )
 
 
@@ -122,6 +124,12 @@ WORKLOADS: dict[str, Workload] = {
             fresh=True,  # memory per held connection needs a clean start
         ),
         Workload("W5", lambda s, c: driver.pipelined(s, c.w5_lines), lambda c: c.w5_rounds),
+        Workload(
+            "W6",
+            lambda s, c: noisy.noisy_neighbours(s, c.w6_seconds),
+            lambda c: min(c.rounds, 3),  # four runs of W1 per round, each beside its abusers
+            concurrent=True,
+        ),
         Workload(
             "W8.1", lambda s, c: driver.closed_loop(s, 1, c.w1_seconds, 1, _cert()[0]), lambda c: c.rounds, tls=True
         ),

@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from loadtest import noisy
 from loadtest.servers import ALL_SPECS, ANCHOR, OURS, OURS_METRICS, PEERS, SPECS
 
 # Workload id -> (what it does, the unit of its headline figure).
@@ -30,6 +31,7 @@ WORKLOADS: dict[str, tuple[str, str]] = {
     "W3": ("churn: connect, 1 line, DESCONEXION, close; 8 loops", "sessions/s"),
     "W4": ("10,000 connections held, W1 on one more", "round trips/s"),
     "W5": ("1 connection pipelines 200,000 lines", "lines/s"),
+    "W6": ("noisy neighbours: W1 beside 10 abusers (0, 1, 4 in the W6 table)", "round trips/s"),
     "W8.1": ("W1 over TLS 1.3", "round trips/s"),
     "W8.2": ("W2 over TLS 1.3", "replies/s"),
     "W2m": ("W2 with --metrics on, beside W2 with it off", "replies/s"),
@@ -202,6 +204,36 @@ def check_demand(rows: Sequence[Row]) -> list[Check]:
                 extra["p99_vs_unloaded"] <= 3,
             )
         )
+    checks += _w6_checks(rows)
+    return checks
+
+
+def _w6_checks(rows: Sequence[Row]) -> list[Check]:
+    """L16's demand: the honest client beside 10 abusers, against none and against P2."""
+    ours, p2 = _find(rows, "W6", OURS), _find(rows, "W6", "P2")
+    if ours is None:
+        return []
+    most = noisy.LEVELS[-1]
+    ratio = ours.extra[f"p99_ratio_{most}"]
+    checks = [Check(f"W6 honest p99 beside {most} abusers <= 50x its p99 beside none", f"{ratio:.1f}x", ratio <= 50)]
+    if p2 is not None:
+        mine, theirs = ours.extra[f"p99_us_{most}"], p2.extra[f"p99_us_{most}"]
+        checks.append(
+            Check(
+                f"W6 honest p99 beside {most} abusers no worse than P2's",
+                f"{mine:,.0f} vs {theirs:,.0f} us",
+                mine <= theirs,
+            )
+        )
+    if "costliest_read_ratio" in ours.extra:
+        cost = ours.extra["costliest_read_ratio"]
+        checks.append(
+            Check(
+                "W6 costliest 64 KiB read <= 4x plain ASCII",
+                f"{cost:.1f}x ({ours.extra['costliest_read']})",
+                cost <= 4,
+            )
+        )
     return checks
 
 
@@ -283,6 +315,9 @@ def format_table(rows: Sequence[Row], not_applicable: Sequence[tuple[str, str, s
                 f"| {_number(extra['unloaded_p99_us'])} -> {_number(row.p99_us)} "
                 f"| {extra['p99_vs_unloaded']:.2f}x |"
             )
+    noisy_rows = [row for row in rows if row.workload == "W6"]
+    if noisy_rows:
+        lines += noisy.table(noisy_rows, {name: spec.label for name, spec in SPECS.items()})
     return "\n".join(lines)
 
 

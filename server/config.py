@@ -16,6 +16,7 @@ from server.options import ENV_PREFIX, Parser, UsageError, bounded, duration, fr
 from statemachine.session import (
     DEFAULT_HANDSHAKE_TIMEOUT,
     DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_LINE_TIMEOUT,
     DEFAULT_MAX_LINE,
     DEFAULT_PROXY_TIMEOUT,
     FRAMINGS,
@@ -80,6 +81,7 @@ class Config:
     max_connections: int = DEFAULT_MAX_CONNECTIONS
     max_line: int = DEFAULT_MAX_LINE
     idle_timeout: float = DEFAULT_IDLE_TIMEOUT
+    line_timeout: float = DEFAULT_LINE_TIMEOUT
     drain_timeout: float = DEFAULT_DRAIN_TIMEOUT
     framing: str = "line"
     log_level: str = "info"
@@ -104,6 +106,7 @@ class Config:
             handshake_timeout=self.tls_handshake_timeout,
             proxy=self.proxy_protocol,
             proxy_timeout=self.proxy_timeout,
+            line_timeout=self.line_timeout,
         )
 
 
@@ -140,6 +143,13 @@ _OPTIONS: list[tuple[str, Callable[[str], Any], Any, str, Sequence[str] | None]]
         duration(),
         DEFAULT_IDLE_TIMEOUT,
         "seconds without input before closing; 0 = off (default %(default)s)",
+        None,
+    ),
+    (
+        "line-timeout",
+        duration(),
+        DEFAULT_LINE_TIMEOUT,
+        "seconds a message may take from its first byte to its newline; 0 = off (default %(default)s)",
         None,
     ),
     (

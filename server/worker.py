@@ -145,6 +145,7 @@ class Worker(threading.Thread):
         self.limits = server.config.limits
         self.drain = server.config.drain_timeout
         self.output_limit = server.config.output_limit
+        self._reply_per_byte = self.limits.reply_per_byte
         self.texts = server.texts
         self.tls = server.tls  # None, or what wraps an accepted socket in TLS
         self.poller = Poller()
@@ -341,7 +342,7 @@ class Worker(threading.Thread):
             conn = self._open(Conn(sock, peer, None), now)
             if self._log_info:
                 log.info(self.texts.connected.format(peer=peer), extra=_fields(conn, "connected"))
-            deadline = conn.session.idle_deadline()
+            deadline = conn.session.next_deadline()
         else:  # O2: the client is named when its header is read, and counted under L15 then
             conn = Conn(sock, peer, None)
             conn.addressed = False
@@ -376,13 +377,17 @@ class Worker(threading.Thread):
 
     # -- reading --------------------------------------------------------------
 
+    def _read_size(self, conn: Conn) -> int:
+        """A read whose replies, however large, keep the unsent output within the bound (L12)."""
+        return min(READ_SIZE, max(1, (self.output_limit - len(conn.out)) // self._reply_per_byte))
+
     def _on_readable(self, conn: Conn, now: float) -> None:
         session = conn.session
         if session is not None and session.state == HANDSHAKE:
             self._handshake(conn, now)
             return
         try:
-            data = conn.sock.recv(READ_SIZE)
+            data = conn.sock.recv(self._read_size(conn))
         except (BlockingIOError, InterruptedError):
             return
         except OSError:
@@ -409,6 +414,11 @@ class Worker(threading.Thread):
             except _AddressRefused as refused:
                 self._refuse_address(conn, refused.line)
                 return False
+            started = session.line_started
+            if started is not None and (conn.timer_at is None or started < conn.timer_at):
+                deadline = session.line_deadline()  # L14: may come before the timer set so far
+                if deadline is not None:
+                    self._schedule(conn, deadline)
         else:
             conn.eof = True
             out = session.end_of_stream()
@@ -646,11 +656,11 @@ class Worker(threading.Thread):
                 self._schedule(conn, deadline)
             return
         elif session is not None and session.is_open:
-            deadline = session.idle_deadline()
+            deadline = session.next_deadline()
             if deadline is None:
                 return
             if deadline <= now:
-                self._send(conn, session.check_idle(now))
+                self._send(conn, session.check_deadlines(now))
                 if conn.sock is not None:
                     self._on_closing(conn, now)
                 return
@@ -709,7 +719,7 @@ class Worker(threading.Thread):
         if reads >= _SHUTDOWN_READS or conn.eof or not reading or len(conn.out) > self.output_limit:
             return False  # a client over the L12 bound is not read from, even now
         try:
-            data = conn.sock.recv(READ_SIZE)
+            data = conn.sock.recv(self._read_size(conn))
         except (BlockingIOError, InterruptedError):
             return False
         except OSError:
@@ -757,7 +767,7 @@ class Worker(threading.Thread):
         session.handshake_done(now)
         if self._log_info:
             log.info(self.texts.connected.format(peer=conn.peer), extra=_fields(conn, "connected"))
-        deadline = session.idle_deadline()
+        deadline = session.next_deadline()
         if deadline is not None:
             self._schedule(conn, deadline)
         self._interest(conn)

@@ -40,6 +40,11 @@ class LineFramer:
         self._partial = bytearray()
 
     @property
+    def holding(self) -> bool:
+        """True while part of an unfinished message is held."""
+        return bool(self._partial)
+
+    @property
     def pending(self) -> bytes:
         """The unterminated bytes held so far."""
         return bytes(self._partial)

@@ -53,6 +53,7 @@ TRANSITIONS: list[dict[str, Any]] = [
     {"trigger": "end_of_stream", "source": _OPEN, "dest": CLOSING},
     {"trigger": "line_too_long", "source": _OPEN, "dest": CLOSING},
     {"trigger": "idle_timeout", "source": _OPEN, "dest": CLOSING},
+    {"trigger": "line_timeout", "source": _OPEN, "dest": CLOSING},
     {"trigger": "shutdown", "source": _OPEN, "dest": CLOSING},
     {"trigger": "flushed", "source": CLOSING, "dest": CLOSED},
     {"trigger": "abort", "source": [CONNECTED, ECHOING, CLOSING, HANDSHAKE, PROXY_HEADER], "dest": CLOSED},

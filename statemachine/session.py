@@ -25,13 +25,16 @@ with :meth:`Session.check_header`, as it does for the idle time.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from itertools import filterfalse
+from operator import methodcaller
 
 from statemachine.framing import CRLF, LF, LineFramer, LineTooLong, split_block
 from statemachine.machine import CLOSED, CLOSING, CONNECTED, ECHOING, HANDSHAKE, PROXY_HEADER, SessionModel, fire
 from statemachine.proxy import ACCEPTS, ProxyHeader, ProxyParser, ProxyRejected
-from statemachine.text import incomplete_tail, is_disconnect, may_hold_disconnect
+from statemachine.text import find_disconnect, incomplete_tail, is_disconnect
 
 LINE = "line"
 RAW = "raw"
@@ -43,14 +46,40 @@ DEFAULT_HANDSHAKE_TIMEOUT = 10.0
 PROXY_OFF = "off"
 PROXY_MODES = (PROXY_OFF, *ACCEPTS)
 DEFAULT_PROXY_TIMEOUT = 5.0
+DEFAULT_LINE_TIMEOUT = 60.0
 
 ERROR_INVALID_UTF8 = "error: invalid utf-8"
 ERROR_IDLE = "error: idle timeout"
+ERROR_LINE_TIMEOUT = "error: line timeout"
 ERROR_SHUTDOWN = "error: server shutting down"
 ERROR_BUSY = "error: server busy"
 
 
 _OPEN_STATES = frozenset((CONNECTED, ECHOING))
+# One line of well-formed UTF-8 (RFC 3629, section 4), LF excluded.
+_UTF8_LINE = re.compile(
+    rb"(?:[\x00-\x09\x0b-\x7f]|[\xc2-\xdf][\x80-\xbf]|\xe0[\xa0-\xbf][\x80-\xbf]"
+    rb"|[\xe1-\xec\xee\xef][\x80-\xbf]{2}|\xed[\x80-\x9f][\x80-\xbf]|\xf0[\x90-\xbf][\x80-\xbf]{2}"
+    rb"|[\xf1-\xf3][\x80-\xbf]{3}|\xf4[\x80-\x8f][\x80-\xbf]{2})*"
+)
+_ERROR_LF = ERROR_INVALID_UTF8.encode()
+_ERROR_CRLF = _ERROR_LF + b"\r"  # a line that ends in CR had a CRLF terminator
+_ENDS_IN_CR = methodcaller("endswith", b"\r")
+
+
+def replace_invalid_lines(data: bytes) -> bytes:
+    """Each line of ``data`` (lines end in LF) that is not UTF-8 replaced by the error line (L5).
+
+    Without a Python step per line (L16): only the distinct lines that are not
+    ASCII are checked, once each, and the lines are mapped through a table of
+    the invalid ones.
+    """
+    lines = data.split(LF)
+    suspects = set(filterfalse(bytes.isascii, set(lines)))
+    invalid = suspects.difference(filter(_UTF8_LINE.fullmatch, suspects))
+    table = dict.fromkeys(invalid, _ERROR_LF)
+    table.update(dict.fromkeys(filter(_ENDS_IN_CR, invalid), _ERROR_CRLF))
+    return LF.join(map(table.get, lines, lines))
 
 
 def error_too_long(max_line: int) -> str:
@@ -73,6 +102,18 @@ class Limits:
     handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT  # seconds for the TLS handshake (O6); always on
     proxy: str = PROXY_OFF  # O2: which PROXY protocol header a session must start with
     proxy_timeout: float = DEFAULT_PROXY_TIMEOUT  # seconds for the whole header
+    line_timeout: float = DEFAULT_LINE_TIMEOUT  # seconds from a message's first byte to its end; 0: off
+
+    @property
+    def reply_per_byte(self) -> int:
+        """The most reply bytes one byte read can add, beyond finishing what was held (L12).
+
+        An invalid byte is answered with the 21-byte error line: with its LF in
+        line framing (10.5 per byte, so 11), alone in raw framing (21).  An
+        upper case is at most 3 times as long as its text.  Finishing a held
+        line adds at most 3 times that line, and a closing notice a few bytes.
+        """
+        return len(ERROR_INVALID_UTF8) + 1 if self.framing == RAW else (len(ERROR_INVALID_UTF8) + 2) // 2
 
     def __post_init__(self) -> None:
         if self.framing not in FRAMINGS:
@@ -87,6 +128,8 @@ class Limits:
             raise ValueError(f"proxy must be one of {', '.join(PROXY_MODES)}")
         if not self.proxy_timeout > 0:
             raise ValueError("proxy_timeout must be positive")
+        if self.line_timeout < 0:
+            raise ValueError("line_timeout must not be negative")
 
 
 class Session(SessionModel):
@@ -100,6 +143,9 @@ class Session(SessionModel):
     PROXY_HEADER, ``last_input`` is when the connection was accepted.
     ``header`` is the PROXY header once read (``on_header``, optional, sees it
     then); ``proxy_error`` says in words why one was refused.
+    ``line_started`` is when the first byte of the unfinished message arrived
+    (None when no message is unfinished): the L14 clock, which later bytes of
+    the same message do not restart.
     """
 
     __slots__ = (
@@ -111,6 +157,7 @@ class Session(SessionModel):
         "header",
         "last_input",
         "limits",
+        "line_started",
         "messages",
         "on_header",
         "on_message",
@@ -135,6 +182,7 @@ class Session(SessionModel):
         self.limits = limits
         self.on_message = on_message
         self.last_input = now
+        self.line_started: float | None = None
         self.reason: str | None = None
         self.messages = 0
         self.eof = False
@@ -198,6 +246,22 @@ class Session(SessionModel):
             return None
         return self.last_input + self.limits.proxy_timeout  # last_input stays the start until the header
 
+    def line_deadline(self) -> float | None:
+        """When the message deadline (L14) fires for the unfinished message; None when there is none."""
+        started = self.line_started
+        timeout = self.limits.line_timeout
+        if started is None or not timeout or not self.is_open:
+            return None
+        return started + timeout
+
+    def next_deadline(self) -> float | None:
+        """The earlier of the idle and message deadlines: when :meth:`check_deadlines` may act."""
+        idle = self.idle_deadline()
+        line = self.line_deadline()
+        if line is None or (idle is not None and idle <= line):
+            return idle
+        return line
+
     # -- inputs ---------------------------------------------------------------
 
     def receive(self, data: bytes, now: float) -> bytes:
@@ -210,13 +274,18 @@ class Session(SessionModel):
         self.last_input = now
         if self._framer is None:
             return self._receive_raw(data)
+        framer = self._framer
         try:
-            block = self._framer.feed(data)
+            block = framer.feed(data)
         except LineTooLong as exc:
             out = self._reply_block(exc.block) if exc.block else b""
             if not self.is_open:
                 return out
             return out + self._close("line_too_long", error_too_long(exc.max_line))
+        if not framer.holding:
+            self.line_started = None
+        elif block or self.line_started is None:
+            self.line_started = now  # this read began the unfinished message
         return self._reply_block(block) if block else b""
 
     def end_of_stream(self) -> bytes:
@@ -259,6 +328,16 @@ class Session(SessionModel):
         deadline = self.header_deadline()
         if deadline is not None and now >= deadline:
             self._reject_header(f"no complete PROXY header within {self.limits.proxy_timeout:g} s")
+
+    def check_deadlines(self, now: float) -> bytes:
+        """Call when :meth:`next_deadline` may have passed; returns the notice of the one due (L9, L14)."""
+        deadline = self.next_deadline()
+        if deadline is None or now < deadline:
+            return b""
+        if deadline == self.line_deadline():
+            self._framer.take_pending()  # the unfinished message is dropped, not answered
+            return self._close("line_timeout", ERROR_LINE_TIMEOUT)
+        return self._close("idle_timeout", ERROR_IDLE)
 
     def shutdown(self) -> bytes:
         """The server is stopping (L11): drop the partial line, send the notice."""
@@ -317,23 +396,48 @@ class Session(SessionModel):
     # -- line framing ---------------------------------------------------------
 
     def _reply_block(self, block: bytes) -> bytes:
-        if self.on_message is None:
-            try:
-                text = block.decode()
-            except UnicodeDecodeError:
-                pass
-            else:
-                if not may_hold_disconnect(text):
-                    fire(self, "message")
-                    self.messages += block.count(LF)
-                    self._terminator = CRLF if block.endswith(CRLF) else LF
-                    return text.upper().encode()
-        out = []
-        for line, terminator in split_block(block):
-            out.append(self._reply_line(line, terminator))
-            if not self.is_open:
-                break
-        return b"".join(out)
+        """Complete lines, answered a whole block at a time (L16: no Python work per line).
+
+        Decoding, upper-casing, replacing invalid lines and finding the disconnect
+        word are each one pass over the block, whatever it holds; only the
+        logging hook, when set, is called once per message.
+        """
+        try:
+            text = block.decode()
+            invalid = False
+        except UnicodeDecodeError:
+            text = block.decode(errors="surrogateescape")
+            invalid = True
+        word = find_disconnect(text)
+        if word < 0:
+            return self._reply_text(text, invalid)
+        # The lines before the word are messages; the word is answered, what follows it dropped (L4).
+        out = self._reply_text(text[:word], invalid) if word else b""
+        line, terminator = split_block(text[word : text.index("\n", word) + 1].encode())[0]
+        return out + self._reply_line(line, terminator)
+
+    def _reply_text(self, text: str, invalid: bool) -> bytes:
+        """Lines (decoded, invalid bytes escaped as surrogates) none of which is the disconnect word."""
+        reply = text.upper()
+        if invalid:  # the upper case of the valid lines; the invalid ones still hold their bytes
+            out = replace_invalid_lines(reply.encode(errors="surrogateescape"))
+            reply = out.decode() if self.on_message is not None else reply
+        else:
+            out = reply.encode()
+        if self.on_message is not None:
+            self._log_lines(text, reply)
+        fire(self, "message")
+        self.messages += text.count("\n")
+        self._terminator = CRLF if text.endswith("\r\n") else LF
+        return out
+
+    def _log_lines(self, text: str, reply: str) -> None:
+        """The hook sees each message and its reply, as the raw path and the tail show them."""
+        hook = self.on_message
+        for line, answer in zip(text.split("\n")[:-1], reply.split("\n")[:-1], strict=True):
+            if line.endswith("\r"):
+                line, answer = line[:-1], answer[:-1]
+            hook(line, answer)  # an invalid byte stays a surrogate: the log writes it as \xNN (S3)
 
     def _reply_line(self, line: bytes, terminator: bytes) -> bytes:
         """One message; ``terminator`` is b"" for the unterminated tail (L7)."""
@@ -392,6 +496,7 @@ __all__ = [
     "ERROR_BUSY",
     "ERROR_IDLE",
     "ERROR_INVALID_UTF8",
+    "ERROR_LINE_TIMEOUT",
     "ERROR_SHUTDOWN",
     "FRAMINGS",
     "HANDSHAKE",

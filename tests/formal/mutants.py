@@ -93,6 +93,7 @@ TABLE_MUTANTS = [
     TableMutant("message -> CLOSING", _redirect("message", "CLOSING"), _ALL | {GRAPH}),
     TableMutant("message -> CONNECTED", _redirect("message", "CONNECTED"), _ALL | {GRAPH}),
     TableMutant("idle_timeout -> CLOSED (no flush)", _redirect("idle_timeout", "CLOSED"), _ALL),
+    TableMutant("line_timeout -> ECHOING", _redirect("line_timeout", "ECHOING"), _ALL),
     TableMutant("abort -> CLOSING", _redirect("abort", "CLOSING"), _ALL),
     TableMutant("flushed -> CLOSING", _redirect("flushed", "CLOSING"), _ALL),
     TableMutant("message accepted in CLOSING", _add("message", "CLOSING", "CLOSING"), _ALL),
@@ -171,13 +172,19 @@ SOURCE_MUTANTS = [
         frozenset({"framing_invariance", "echoes_have_no_lower_case", "all_of_unicode_echoes"}),
     ),
     SourceMutant(
-        "reply loses the CR of CRLF (per-line path)",
+        "reply loses the CR of CRLF (the word's and raw path)",
         "L2",
         lambda: session_with([("return reply.encode() + terminator", "return reply.encode() + terminator[-1:]")]),
-        frozenset({"framing_invariance", "echoes_have_no_lower_case"}),
+        frozenset({"framing_invariance", "disconnect_variants_close"}),
     ),
     SourceMutant(
-        "echo strips spaces (per-line path)",
+        "an invalid line's error loses the CR of CRLF (block path)",
+        "L5/L8",
+        lambda: session_with([('_ERROR_CRLF = _ERROR_LF + b"\\r"', "_ERROR_CRLF = _ERROR_LF")]),
+        frozenset({"framing_invariance"}),
+    ),
+    SourceMutant(
+        "echo strips spaces (every path)",
         "L2",
         lambda: session_with([("reply = text.upper()", "reply = text.strip().upper()")]),
         frozenset({"framing_invariance", "echoes_have_no_lower_case"}),
@@ -209,7 +216,7 @@ SOURCE_MUTANTS = [
     SourceMutant(
         "pre-filter hides the word (fast path)",
         "L4",
-        lambda: session_with(may_hold_disconnect=lambda t: False),
+        lambda: session_with(find_disconnect=lambda t: -1),
         frozenset({"disconnect_variants_close", "disconnect_is_exactly_the_rule"}),
     ),
     SourceMutant(
@@ -257,6 +264,18 @@ SOURCE_MUTANTS = [
             ).incomplete_tail
         ),
         frozenset({"raw_reads_are_messages"}),
+    ),
+    SourceMutant(
+        "every byte restarts the message deadline",
+        "L14",
+        lambda: session_with([("elif block or self.line_started is None:", "else:")]),
+        frozenset({"line_deadline"}),
+    ),
+    SourceMutant(
+        "a message begun after a complete line keeps the old deadline",
+        "L14",
+        lambda: session_with([("elif block or self.line_started is None:", "elif self.line_started is None:")]),
+        frozenset({"line_deadline"}),
     ),
     SourceMutant(
         "raw replies get a newline",

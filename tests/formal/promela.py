@@ -1,7 +1,8 @@
 """Generate a Promela model of one connection from the session machine's declaration.
 
 The model has three processes: a ``Client`` that sends messages, the
-disconnect word, an over-long line, a half-close or a reset in any order; the
+disconnect word, an over-long line, a half-close, a message it never finishes
+(trickling, L14) or a reset in any order; the
 server's ``Session`` for that connection; and an ``Operator`` who may send
 SIGTERM.  Two channels stand for the two directions of the TCP connection.
 The server may start the session in any entry state the options allow: with
@@ -43,6 +44,7 @@ TEMPLATE_TRIGGERS = frozenset(
         "end_of_stream",
         "line_too_long",
         "idle_timeout",
+        "line_timeout",
         "shutdown",
         "flushed",
         "abort",
@@ -62,6 +64,7 @@ _HEADER = Template(
 #define IDLE $idle         /* L9: 1 when the idle timeout is on */
 #define TLS $tls          /* O6: 1 when the session starts with the TLS handshake */
 #define PROXY $proxy        /* O2: 1 when the server may run with the PROXY protocol on */
+#define LINE $line         /* L14: 1 when the message deadline is on */
 #define BOUND 2        /* L12: the server stops reading while this many lines wait for the client */
 #define SLOTS (NMSG + 3)  /* room for every line the server can ever send, so it never blocks writing */
 
@@ -72,9 +75,10 @@ $trigger_defines
 #define NONE 255
 
 /* client -> server: a message, the disconnect word (L4), an over-long line (L6), a half-close (L7),
-   a valid PROXY header (O2; any other first bytes are not one) */
+   a valid PROXY header (O2; any other first bytes are not one),
+ * the first bytes of a message the client then trickles and never finishes (L14) */
 /* server -> client: the reply to a message, an error line of the server's own (L8), the close (FIN) */
-mtype = { MSG, BYE, LONG, HALFCLOSE, HEADER, REPLY, NOTICE, FIN };
+mtype = { MSG, BYE, LONG, HALFCLOSE, HEADER, PART, REPLY, NOTICE, FIN };
 
 chan c2s = [2] of { mtype, byte };     /* the kind and the message's number */
 chan s2c = [SLOTS] of { mtype, byte };
@@ -86,6 +90,7 @@ byte sent_before_halfclose = 0;
 bool client_reset = false;  /* the client sent a reset (RST) */
 bool server_reset = false;  /* the session aborted, or its handshake failed: the client sees the connection end */
 bool stop = false;          /* SIGTERM reached the server (L11) */
+bool unfinished = false;    /* the session holds part of a message (its deadline runs, L14) */
 bool fin_sent = false;      /* the session shut down its sending side */
 bool resets;                /* chosen at the start: this client may reset the connection */
 bool walks;                 /* chosen at the start: this client may walk away (only with IDLE) */
@@ -122,6 +127,7 @@ proctype Session() {
           :: c2s?[BYE] -> c2s?BYE(seq); trig = proxy_rejected
           :: c2s?[LONG] -> c2s?LONG(seq); trig = proxy_rejected
           :: c2s?[HALFCLOSE] -> c2s?HALFCLOSE(seq); trig = proxy_rejected  /* end of stream first */
+          :: c2s?[PART] -> c2s?PART(seq); trig = proxy_rejected
           :: true -> trig = proxy_rejected                     /* the header deadline passed */
           :: stop && empty(c2s) -> trig = proxy_rejected       /* L11 with no header read */
           fi;
@@ -133,12 +139,19 @@ proctype Session() {
           :: len(s2c) < BOUND && c2s?[BYE] -> c2s?BYE(seq); s2c!REPLY(seq); answered++; trig = disconnect
           :: len(s2c) < BOUND && c2s?[LONG] -> c2s?LONG(seq); s2c!NOTICE(0); trig = line_too_long
           :: len(s2c) < BOUND && c2s?[HALFCLOSE] -> c2s?HALFCLOSE(seq); trig = end_of_stream
+          /* bytes of an unfinished message: no trigger, but its deadline starts */
+          :: len(s2c) < BOUND && c2s?[PART] -> c2s?PART(seq); unfinished = true; trig = NONE
+          /* L14: the unfinished message's deadline passed, however many of its bytes still trickle in */
+          :: LINE && unfinished -> s2c!NOTICE(0); trig = line_timeout
           /* L9: no byte read for the idle time: nothing to read, or reading paused (L12) */
           :: IDLE && (empty(c2s) || len(s2c) >= BOUND) -> s2c!NOTICE(0); trig = idle_timeout
           /* L11: every message already received is answered first, unless reading is paused */
           :: stop && (empty(c2s) || len(s2c) >= BOUND) -> s2c!NOTICE(0); trig = shutdown
           fi;
-          reason = trig
+          if
+          :: trig != NONE -> reason = trig
+          :: else -> skip
+          fi
        :: state == HANDSHAKE ->
           /* O6: the handshake's bytes are the TLS layer's; only its outcome is the session's */
           if
@@ -147,7 +160,8 @@ proctype Session() {
           :: true -> trig = handshake_failed   /* bad bytes, plain text, or the deadline passed */
           :: c2s?[HALFCLOSE] -> c2s?HALFCLOSE(seq); trig = handshake_failed  /* end of stream */
           :: stop -> trig = handshake_failed   /* shutdown (L11) */
-          fi
+          fi;
+          reason = trig
        :: state == CLOSING ->
           if
           :: client_reset -> trig = abort
@@ -156,7 +170,10 @@ proctype Session() {
           :: true -> trig = abort          /* the drain time passed first (the client does not read) */
           fi
        fi;
-       fire(trig);
+       if
+       :: trig != NONE -> fire(trig)
+       :: else -> skip
+       fi;
        /* what the open states mean: CONNECTED has answered nothing yet, ECHOING has */
        assert(state != CONNECTED || answered == 0);
        assert(state != ECHOING || answered > 0);
@@ -176,12 +193,14 @@ proctype Client() {
   byte sent = 0, got = 0, bye = NONE, seq;
   bool halfclosed = false, ended = false;  /* ended: a closing line (the disconnect reply or a notice) came */
   bool headered = false;
+  bool trickling = false;  /* sent the start of a message it never finishes: sends nothing else */
   do
-  :: proxy_on && !headered && sent == 0 && !halfclosed && nfull(c2s) -> c2s!HEADER(0); headered = true
-  :: !halfclosed && sent < NMSG && nfull(c2s) -> c2s!MSG(sent); sent++
-  :: !halfclosed && bye == NONE && nfull(c2s) -> c2s!BYE(sent); bye = sent; sent++
-  :: !halfclosed && nfull(c2s) -> c2s!LONG(sent)
-  :: !halfclosed && nfull(c2s) -> c2s!HALFCLOSE(0); sent_before_halfclose = sent; halfclosed = true
+  :: proxy_on && !headered && sent == 0 && !halfclosed && !trickling && nfull(c2s) -> c2s!HEADER(0); headered = true
+  :: !halfclosed && !trickling && sent < NMSG && nfull(c2s) -> c2s!MSG(sent); sent++
+  :: !halfclosed && !trickling && bye == NONE && nfull(c2s) -> c2s!BYE(sent); bye = sent; sent++
+  :: !halfclosed && !trickling && nfull(c2s) -> c2s!LONG(sent)
+  :: !halfclosed && !trickling && nfull(c2s) -> c2s!HALFCLOSE(0); sent_before_halfclose = sent; halfclosed = true
+  :: !halfclosed && !trickling && nfull(c2s) -> c2s!PART(sent); trickling = true
   :: s2c?REPLY(seq) ->
      assert(!proxy_on || header_read);  /* O2: nothing is sent before a valid header */
      assert(!ended);        /* nothing but the close after a closing line */
@@ -246,6 +265,7 @@ def promela(
     idle: bool = True,
     tls: bool = True,
     proxy: bool = True,
+    line: bool = True,
 ) -> str:
     """The Promela text for ``transitions`` (``{(source, trigger): dest}``, as ``table()`` gives).
 
@@ -270,6 +290,7 @@ def promela(
         idle=int(idle),
         tls=int(tls),
         proxy=int(proxy),
+        line=int(line),
         state_defines="\n".join(f"#define {name} {i}" for i, name in enumerate(states)),
         trigger_defines="\n".join(f"#define {name} {i}" for i, name in enumerate(triggers)),
         initial=initial,

@@ -34,10 +34,11 @@ SERVER_LINE = b"error: "
 Property = Callable[[], None]
 
 
-def new_session(core: ModuleType, framing: str, max_line: int = 65536, hooked: bool = False):
+def new_session(core: ModuleType, framing: str, max_line: int = 65536, hooked: bool = False, line_timeout: float = 0):
     """A session as the server makes it; ``hooked`` adds the logging hook (the per-line path)."""
     hook = (lambda text, reply: None) if hooked else None
-    return core.Session(core.Limits(framing=framing, max_line=max_line, idle_timeout=0), T0, hook)
+    limits = core.Limits(framing=framing, max_line=max_line, idle_timeout=0, line_timeout=line_timeout)
+    return core.Session(limits, T0, hook)
 
 
 def feed(session, pieces: Iterable[bytes], end: str | None) -> bytes:
@@ -80,6 +81,69 @@ def framing_invariance(core: ModuleType, max_examples: int = 600, shrink: bool =
         assert_outcome(split, expected)
 
     return prop
+
+
+LINE_TIMEOUT = 10
+# Gaps between reads, in whole seconds so that sums are exact: some land just on the deadline.
+_gaps = st.lists(st.sampled_from([0, 1, 3, 9, 10, 11, 30]), min_size=1, max_size=40)
+
+
+def line_deadline(core: ModuleType, max_examples: int = 500, shrink: bool = True) -> Property:
+    """L14: reads at arbitrary times; the message deadline closes exactly when the reference says.
+
+    Trickled bytes of one message do not restart its clock; a new message starts a new one.
+    The server looks at the deadline whenever its timer fires: here, before each read and at the end.
+    """
+
+    @deterministic(max_examples, shrink)
+    @given(data=st.data(), max_line=_max_lines, hooked=st.booleans())
+    def prop(data: st.DataObject, max_line: int, hooked: bool) -> None:
+        stream = data.draw(line_streams(max_line), label="stream")
+        pieces = data.draw(cuts(stream), label="segments")
+        gaps = data.draw(_gaps, label="gaps")
+        times = [T0 + sum(gaps[: i + 1]) for i in range(len(pieces) + 1)]
+        end = times[len(pieces)] if len(pieces) < len(gaps) else times[-1] + gaps[-1]
+        expected = reference.timed_line_replies(list(zip(times, pieces, strict=False)), max_line, LINE_TIMEOUT, end)
+        session = new_session(core, core.LINE, max_line, hooked, line_timeout=LINE_TIMEOUT)
+        out = b""
+        for at, piece in [*zip(times, pieces, strict=False), (end, b"")]:
+            out += session.check_deadlines(at)
+            if piece:
+                out += session.receive(piece, at)
+        assert out == expected.replies
+        assert_outcome(session, expected)
+
+    def check() -> None:
+        _every_message_starts_its_own_clock(core)
+        prop()
+
+    return check
+
+
+# The edge cases of L14 that random gaps reach only by luck, each a list of (time, read).
+_DEADLINE_EDGES = [
+    [(0, b"ab"), (9, b"c\nde"), (11, b"f"), (18, b"\n")],  # a message begun after a complete line, same read
+    [(0, b"ab"), (9, b"c\n"), (11, b"de"), (20, b"f\n")],  # a message begun in a read of its own
+    [(0, b"ab"), (9, b"c"), (10, b"d\n")],  # later bytes of the same message do not restart its clock
+    [(0, b"ab\r"), (9, b"\ncd"), (19, b"e\n")],  # a CRLF split across reads ends the first message
+]
+
+
+def _every_message_starts_its_own_clock(core: ModuleType) -> None:
+    """L14 on fixed timelines: each message's clock starts with its own first byte, however the reads fall."""
+    for reads in _DEADLINE_EDGES:
+        timeline = [(T0 + at, data) for at, data in reads]
+        end = timeline[-1][0] + 1
+        expected = reference.timed_line_replies(timeline, 64, LINE_TIMEOUT, end)
+        for hooked in (False, True):
+            session = new_session(core, core.LINE, 64, hooked, line_timeout=LINE_TIMEOUT)
+            out = b""
+            for at, data in [*timeline, (end, b"")]:
+                out += session.check_deadlines(at)
+                if data:
+                    out += session.receive(data, at)
+            assert out == expected.replies, reads
+            assert_outcome(session, expected)
 
 
 _line_text = st.text(any_char, max_size=40).map(lambda text: text.replace("\n", ""))
@@ -153,6 +217,9 @@ def near_misses_stay_open(core: ModuleType, max_examples: int = 400, shrink: boo
         out = feed(session, [text.encode() + b"\n"], None)
         assert session.is_open, f"{text!r} disconnected"
         assert out == text.upper().encode() + b"\n"
+        last = new_session(core, core.LINE, hooked=hooked)  # the same text as the last message (L7)
+        assert feed(last, [text.encode()], reference.EOF) == text.upper().encode()
+        assert last.reason == "end_of_stream", f"{text!r} as the last message disconnected"
 
     return prop
 
@@ -180,6 +247,9 @@ def disconnect_is_exactly_the_rule(core: ModuleType, max_examples: int = 800, sh
         session = new_session(core, core.LINE, hooked=hooked)
         feed(session, [text.encode() + b"\n"], None)
         assert (session.reason == "disconnect") == reference.disconnects(text), repr(text)
+        last = new_session(core, core.LINE, hooked=hooked)  # the same text as the last message (L7)
+        feed(last, [text.encode()], reference.EOF)
+        assert (last.reason == "disconnect") == reference.disconnects(text), f"last message {text!r}"
 
     return prop
 

@@ -1,4 +1,4 @@
-"""A reference model of the protocol, written from SPEC L1-L8, R1-R4 and O2, not from the code.
+"""A reference model of the protocol, written from SPEC L1-L8, L14, R1-R4 and O2, not from the code.
 
 It is deliberately naive: it sees the whole byte stream of a connection at once
 and cuts it with ``bytes.find``, decodes with Python's strict decoder and folds
@@ -22,10 +22,12 @@ LF = b"\n"
 CRLF = b"\r\n"
 INVALID_UTF8 = b"error: invalid utf-8"
 SHUTTING_DOWN = b"error: server shutting down"
+LINE_TIMED_OUT = b"error: line timeout"
 
 # How a connection's input ended, if it did (the server's view).
 EOF = "eof"
 SHUTDOWN = "shutdown"
+LINE_TIMEOUT = "line_timeout"  # L14: the message deadline passed (an end only when a message is unfinished)
 
 # O6: how a TLS handshake ended.  Its bytes belong to the TLS layer, not to this
 # protocol, so the model knows only the outcome: a completed handshake starts
@@ -73,7 +75,8 @@ def line_replies(stream: bytes, max_line: int, end: str | None = None) -> Expect
     """Replies to ``stream`` in line framing (L1-L8, L11), read as a whole.
 
     ``end`` is None while the client may still send, ``EOF`` after its
-    half-close (L7), ``SHUTDOWN`` after the server was told to stop (L11).
+    half-close (L7), ``SHUTDOWN`` after the server was told to stop (L11),
+    ``LINE_TIMEOUT`` once the unfinished message's deadline passed (L14).
     """
     out = bytearray()
     last_terminator = LF  # L8: server lines end like the last message (LF if none)
@@ -99,10 +102,12 @@ def line_replies(stream: bytes, max_line: int, end: str | None = None) -> Expect
     # L6: refused as soon as it is certain, i.e. once no CRLF can end it within max_line.
     if len(tail) > max_line + 1 or (len(tail) == max_line + 1 and not tail.endswith(b"\r")):
         return Expected(bytes(out + too_long(max_line) + last_terminator), answered, "line_too_long")
-    if end is None:
+    if end is None or (end == LINE_TIMEOUT and not tail):  # no unfinished message: no deadline
         return Expected(bytes(out), answered, None)
     if end == SHUTDOWN:  # the unterminated partial line is dropped
         return Expected(bytes(out + SHUTTING_DOWN + last_terminator), answered, "shutdown")
+    if end == LINE_TIMEOUT:  # so is the unfinished message
+        return Expected(bytes(out + LINE_TIMED_OUT + last_terminator), answered, "line_timeout")
     if not tail:
         return Expected(bytes(out), answered, "end_of_stream")
     if len(tail) > max_line:  # a last message is still a message (L6): its CR is data here
@@ -114,6 +119,29 @@ def line_replies(stream: bytes, max_line: int, end: str | None = None) -> Expect
         return Expected(bytes(out + INVALID_UTF8 + last_terminator), answered, "end_of_stream")
     out += decoded.upper().encode()  # L7: no terminator
     return Expected(bytes(out), answered, "disconnect" if disconnects(decoded) else "end_of_stream")
+
+
+def timed_line_replies(reads: list[tuple[float, bytes]], max_line: int, line_timeout: float, now: float) -> Expected:
+    """L14 over reads that arrive at given times; the deadline is looked at before each read and at ``now``.
+
+    A message's clock starts at the time of the read that brought its first
+    byte: the stream so far is cut at its last LF, and the read holding the
+    first byte after it is found by position.
+    """
+    stream = b""
+    arrived: list[tuple[int, float]] = []  # (position where a read's bytes end, its time)
+    for at, data in [*reads, (now, b"")]:
+        expected = line_replies(stream, max_line)
+        if expected.closed:
+            return expected
+        start = stream.rfind(LF) + 1  # the unfinished message's first byte, if any
+        if start < len(stream):
+            first = next(time for end, time in arrived if end > start)
+            if first + line_timeout <= at:
+                return line_replies(stream, max_line, LINE_TIMEOUT)
+        stream += data
+        arrived.append((len(stream), at))
+    return line_replies(stream, max_line)
 
 
 def _waiting_tail(data: bytes) -> int:

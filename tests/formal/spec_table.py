@@ -25,6 +25,7 @@ TABLE: dict[tuple[str, str], str] = {
     **{(state, "end_of_stream"): "CLOSING" for state in OPEN},
     **{(state, "line_too_long"): "CLOSING" for state in OPEN},
     **{(state, "idle_timeout"): "CLOSING" for state in OPEN},
+    **{(state, "line_timeout"): "CLOSING" for state in OPEN},
     **{(state, "shutdown"): "CLOSING" for state in OPEN},
     ("CLOSING", "flushed"): "CLOSED",
     **{(state, "abort"): "CLOSED" for state in ("CONNECTED", "ECHOING", "CLOSING", "HANDSHAKE", "PROXY_HEADER")},

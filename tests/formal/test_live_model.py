@@ -1,8 +1,8 @@
 """Model-based test of the live server: Hypothesis drives several connections, the reference model predicts.
 
 Each example starts a server (``--port 0``, ``--max-line 64``, ``--max-connections 3``,
-idle timeout off) and runs a bounded sequence of steps over up to three
-sessions at once: requests and pipelines through the shared client class, and
+idle timeout and L14 off) and runs a bounded sequence of steps over up to
+three sessions at once: requests and pipelines through the shared client class, and
 over raw sockets arbitrary byte payloads (Unicode, empty lines, CRLF, lone CR,
 invalid UTF-8, over-long lines), fragments that cut lines and characters
 anywhere, the disconnect word in its variants, half-close and reset; a fourth
@@ -25,12 +25,21 @@ connection opens with a PROXY header (v1 or v2) naming a made-up client, and
 the "Connection established" lines must name exactly those clients; another
 rule opens connections whose header the reference rejects (no header, a broken
 or cut one), which must get no byte at all, and one refusal line each.
+
+A second, smaller model (``LineDeadlineModel``) turns the message deadline (L14)
+on: complete lines sent in fragments are answered as the reference says, and a
+client that starts a message and trickles its bytes, one at a time, for longer
+than the deadline is closed with exactly the reference's replies, ``error: line
+timeout`` and a clean close.  No step asserts when the notice came: a trickle
+keeps going until it comes (or the line would grow past ``--max-line``, which
+the trickle never reaches).
 """
 
 from __future__ import annotations
 
 import functools
 import re
+import select
 import socket
 import struct
 import time
@@ -46,7 +55,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 from client.connection import Connection, ServerError
 from server.messages import ENGLISH
 from tests.formal import reference
-from tests.formal.strategies import any_char, deterministic, disconnect_variants, line_streams, proxy_headers
+from tests.formal.strategies import any_char, cuts, deterministic, disconnect_variants, line_streams, proxy_headers
 from tests.proxywire import v1, v2
 from tests.serverproc import ServerProcess
 from tests.wire import connect, read_exactly, read_until_closed
@@ -64,6 +73,8 @@ SERVER_ARGS = (
     "--max-connections",
     str(MAX_SESSIONS),
     "--idle-timeout",
+    "0",
+    "--line-timeout",
     "0",
     "--drain-timeout",
     "5",
@@ -416,4 +427,106 @@ def test_live_server_behind_the_proxy_protocol_follows_the_reference_model():
     run_state_machine_as_test(
         ProxiedLiveServerModel,
         settings=settings(deterministic(10, shrink=False), stateful_step_count=40),
+    )
+
+
+LINE_TIMEOUT = 2  # seconds: short, so that an example waits little for it
+DEADLINE_ARGS = (
+    "--lang",
+    "en",
+    "--max-line",
+    str(MAX_LINE),
+    "--idle-timeout",
+    "0",
+    "--line-timeout",
+    str(LINE_TIMEOUT),
+)
+TRICKLE_PAUSE = 0.25  # between trickled bytes; what matters is that they keep coming past the deadline
+_partial = st.text(any_char, min_size=1, max_size=8).map(str.encode).filter(lambda b: b"\n" not in b)
+
+
+class LineDeadlineModel(RuleBasedStateMachine):
+    """L14 against the live server: one raw connection at a time, the reference model predicting."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.server = ServerProcess(*DEADLINE_ARGS)
+        self.session: Link | None = None
+        self.reasons: Counter[str] = Counter()
+
+    def _open(self) -> Link:
+        if self.session is None:
+            self.session = Link(RAW, sock=connect(self.server.address, timeout=READ_DEADLINE))
+        return self.session
+
+    def _close(self, reason: str) -> None:
+        self.reasons[reason] += 1
+        self.session.close_socket()
+        self.session = None
+
+    @rule(data=st.data())
+    def complete_lines_in_fragments(self, data: st.DataObject) -> None:
+        """Lines cut anywhere, sent back to back: each message is finished long before its deadline."""
+        session = self._open()
+        payload = data.draw(line_streams(MAX_LINE), label="payload") + b"\n"
+        for fragment in data.draw(cuts(payload), label="fragments"):
+            session.sock.sendall(fragment)
+        session.sent += payload
+        expected = reference.line_replies(bytes(session.sent), MAX_LINE)
+        due = expected.replies[len(session.received) :]
+        got = read_exactly(session.sock, len(due), timeout=READ_DEADLINE)
+        session.received += got
+        assert got == due
+        if expected.closed:
+            assert read_until_closed(session.sock, timeout=READ_DEADLINE) == b""
+            self._close(expected.reason)
+
+    @rule(start=_partial)
+    def trickle_past_the_deadline(self, start: bytes) -> None:
+        """Start a message and keep sending one byte of it at a time: the deadline closes it all the same."""
+        session = self._open()
+        session.sock.sendall(start)
+        session.sent += start
+        sock = session.sock
+        while len(session.sent) - session.sent.rfind(b"\n") - 1 < MAX_LINE:  # never a too-long line
+            if select.select([sock], [], [], TRICKLE_PAUSE)[0]:
+                break  # the notice (or the close) is here
+            sock.sendall(b"z")
+            session.sent += b"z"
+        expected = reference.line_replies(bytes(session.sent), MAX_LINE, reference.LINE_TIMEOUT)
+        assert expected.reason == "line_timeout"
+        rest = read_until_closed(sock, timeout=READ_DEADLINE)
+        assert bytes(session.received) + rest == expected.replies
+        self._close("line_timeout")
+
+    @invariant()
+    def console_agrees(self) -> None:
+        def closed() -> Counter[str]:
+            lines = list(self.server.stdout)
+            ended = Counter(_REASON[m.group(1)] for line in lines if (m := _CLOSED_LINE.match(line)))
+            ended["disconnect"] += sum(bool(_DISCONNECT_LINE.match(line)) for line in lines)  # the seed's line (S4)
+            return +ended
+
+        _wait_until(lambda: closed() == self.reasons)
+        assert closed() == self.reasons
+        assert self.server.proc.poll() is None
+
+    def teardown(self) -> None:
+        try:
+            if self.session is not None and self.server.proc.poll() is None:
+                self.server.signal()
+                expected = reference.line_replies(bytes(self.session.sent), MAX_LINE, reference.SHUTDOWN)
+                rest = read_until_closed(self.session.sock, timeout=READ_DEADLINE)
+                assert bytes(self.session.received) + rest == expected.replies
+                assert self.server.wait(timeout=READ_DEADLINE) == 0
+        finally:
+            if self.session is not None:
+                self.session.close_socket()
+            self.server.kill()
+
+
+def test_live_server_closes_a_trickled_message_at_its_deadline():
+    run_state_machine_as_test(
+        LineDeadlineModel,
+        settings=settings(deterministic(6, shrink=False), stateful_step_count=6),
     )

@@ -143,3 +143,9 @@ def test_spin_rejects_a_broken_table(mutant, tmp_path):
     text = generate(machine.table(broken), list(broken.states), broken.initial)
     report = verify(text, tmp_path, liveness=False)
     assert errors(report) > 0 or untaken_transitions(text, report)
+
+
+def test_without_the_message_deadline_or_idle_timeout_a_trickling_client_holds_its_session(tmp_path):
+    """L14's reason to exist, in the model: with both clocks off, some session never reaches CLOSED."""
+    report = verify(generate(idle=False, line=False), tmp_path, liveness=True)
+    assert errors(report) > 0, report

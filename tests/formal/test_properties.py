@@ -11,6 +11,10 @@ def test_framing_invariance_and_replies_match_the_reference():
     properties.framing_invariance(core)()
 
 
+def test_the_message_deadline_closes_when_the_reference_says():
+    properties.line_deadline(core)()
+
+
 def test_echoes_are_upper_case_and_never_server_lines():
     properties.echoes_have_no_lower_case(core)()
 

@@ -40,11 +40,15 @@ def test_quick_bench_writes_a_table_json_and_chart_with_numbers_in_every_row(tmp
     tls = {name for name in contenders if name == OURS or SPECS[name].tls_only}
     assert "P1tls" in tls and len(tls) == 2
     applies = {(w, s) for w in classic for s in contenders if (s in tls) == w.startswith("W8") or s == OURS}
-    expected = applies - {("W2", "P4"), ("W4", "P4")}
+    single = {("W2", "P4"), ("W4", "P4"), ("W6", "P4")}  # workloads that need a concurrent server
+    expected = applies - single
     expected = expected - {("W2m", s) for s in contenders} | {("W2m", OURS), ("W2m", OURS_METRICS)}  # ours beside ours
     expected |= {(w, spec.id) for w in report.SCALING for spec in scaling.contenders([*PEERS, *anchor])}
     assert set(rows) == expected
     for (workload, _), row in rows.items():
+        if workload == "W6":  # beside ten abusers a peer may answer nothing: its own table says so
+            assert row["extra"]["round_trips_0"] > 0 and row["extra"]["p99_us_0"] > 0
+            continue
         assert row["value"] > 0
         numbers = [row["server_cpu_us"], row["driver_cpu_us"], row["machine_busy"]]
         if workload != "W2m":  # no peer there
@@ -52,10 +56,7 @@ def test_quick_bench_writes_a_table_json_and_chart_with_numbers_in_every_row(tmp
         if workload != "W5":  # one pipelined burst has no per-reply latency
             numbers += [row["p50_us"], row["p99_us"]]
         assert all(math.isfinite(n) and n >= 0 for n in numbers), row
-    not_applicable = ({(w, s) for w in classic if w != "W2m" for s in contenders} - applies) | {
-        ("W2", "P4"),
-        ("W4", "P4"),
-    }
+    not_applicable = ({(w, s) for w in classic if w != "W2m" for s in contenders} - applies) | single
     not_applicable |= {(w, ANCHOR) for w in report.WORKLOADS if not anchor}
     assert {(n["workload"], n["server"]) for n in document["not_applicable"]} == not_applicable
     if anchor:  # (not W5: one quick burst can cost C0 less than the 10 ms clock tick)

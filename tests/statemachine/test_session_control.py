@@ -1,5 +1,5 @@
-"""Session inputs that are not client bytes: idle time (L9), shutdown (L11), abort, flush;
-what CLOSING and CLOSED do with input; the ``on_message`` hook; Limits."""
+"""Session inputs that are not client bytes: idle time (L9), the message deadline (L14),
+shutdown (L11), abort, flush; what CLOSING and CLOSED do with input; the ``on_message`` hook; Limits."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from statemachine import CLOSED, CLOSING, CONNECTED, ECHOING, Limits, MachineErr
 from tests.statemachine.feeding import T0, feed, recorded, session
 
 IDLE = b"error: idle timeout"
+LINE_TIMEOUT = b"error: line timeout"
 SHUTDOWN = b"error: server shutting down"
 
 
@@ -65,6 +66,69 @@ def test_no_idle_deadline_while_closing():
     assert sess.idle_deadline() is None
     assert sess.check_idle(T0 + 10**6) == b""
     assert sess.reason == "disconnect"
+
+
+# -- L14 message deadline ------------------------------------------------------------
+
+
+def test_the_message_deadline_runs_from_the_first_byte_and_trickling_does_not_restart_it():
+    sess = session(idle_timeout=30, line_timeout=60)
+    assert sess.line_deadline() is None  # nothing unfinished
+    for second in range(0, 60, 5):
+        assert sess.receive(b"x", T0 + second) == b""
+        assert sess.check_deadlines(T0 + second) == b""
+    assert sess.line_deadline() == T0 + 60
+    assert sess.idle_deadline() == T0 + 85  # each byte restarts L9's clock
+    assert sess.next_deadline() == T0 + 60
+    assert sess.check_deadlines(T0 + 59.999) == b""
+    assert sess.check_deadlines(T0 + 60) == LINE_TIMEOUT + b"\n"
+    assert (sess.state, sess.reason) == (CLOSING, "line_timeout")
+    assert sess.next_deadline() is None
+    assert sess.end_of_stream() == b""  # the dropped message is not answered later
+
+
+def test_each_message_has_its_own_deadline():
+    sess = session(idle_timeout=0, line_timeout=10)
+    assert sess.receive(b"uno", T0) == b""
+    assert sess.receive(b"\ndos", T0 + 9) == b"UNO\n"  # the next message began at T0 + 9
+    assert sess.line_deadline() == T0 + 19
+    assert sess.receive(b" y\n", T0 + 18) == b"DOS Y\n"
+    assert sess.line_deadline() is None
+    assert sess.next_deadline() is None
+    assert sess.check_deadlines(T0 + 10**6) == b""
+    assert sess.is_open
+
+
+def test_a_message_started_and_left_in_one_read_starts_its_clock_then():
+    sess = session(idle_timeout=0, line_timeout=10)
+    assert sess.receive(b"a\nb\nc", T0 + 3) == b"A\nB\n"
+    assert sess.line_deadline() == T0 + 13
+
+
+def test_the_line_timeout_notice_ends_like_the_last_message():
+    sess = session(line_timeout=5)
+    assert sess.receive(b"hola\r\npartial", T0) == b"HOLA\r\n"
+    assert sess.check_deadlines(T0 + 5) == LINE_TIMEOUT + b"\r\n"
+
+
+def test_the_idle_timeout_still_fires_first_when_it_is_shorter():
+    sess = session(idle_timeout=5, line_timeout=60)
+    sess.receive(b"partial", T0)
+    assert sess.next_deadline() == T0 + 5
+    assert sess.check_deadlines(T0 + 5) == IDLE + b"\n"
+    assert sess.reason == "idle_timeout"
+
+
+def test_zero_turns_the_message_deadline_off_and_raw_framing_has_none():
+    off = session(idle_timeout=0, line_timeout=0)
+    off.receive(b"partial", T0)
+    assert off.line_deadline() is None
+    assert off.check_deadlines(T0 + 10**9) == b""
+    raw = session(framing="raw", idle_timeout=0, line_timeout=5)
+    assert raw.receive(b"no newline", T0) == b"NO NEWLINE"
+    raw.receive("ñ".encode()[:1], T0)  # a held character is not an unfinished message
+    assert raw.line_deadline() is None
+    assert raw.check_deadlines(T0 + 10**6) == b""
 
 
 # -- L11 shutdown --------------------------------------------------------------------
@@ -198,12 +262,33 @@ def test_hook_in_raw_mode_sees_each_chunk():
 
 
 def test_limit_defaults():
-    assert Limits() == Limits(framing="line", max_line=65536, idle_timeout=300)
+    assert Limits() == Limits(framing="line", max_line=65536, idle_timeout=300, line_timeout=60)
 
 
 @pytest.mark.parametrize(
-    "kwargs", [{"framing": "lines"}, {"framing": ""}, {"max_line": 0}, {"max_line": -1}, {"idle_timeout": -0.5}]
+    "kwargs",
+    [
+        {"framing": "lines"},
+        {"framing": ""},
+        {"max_line": 0},
+        {"max_line": -1},
+        {"idle_timeout": -0.5},
+        {"line_timeout": -1},
+    ],
 )
 def test_bad_limits_are_refused(kwargs):
     with pytest.raises(ValueError):
         Limits(**kwargs)
+
+
+def test_reply_per_byte_is_the_largest_reply_one_byte_can_cause():
+    """L12's read sizing rests on these: the error line per invalid byte, and upper case at most 3x."""
+    line = Session(Limits(), T0).receive(b"\xff\n", T0)
+    assert len(line) / 2 <= Limits().reply_per_byte == 11
+    assert len(Session(Limits(framing="raw"), T0).receive(b"\xff", T0)) <= Limits(framing="raw").reply_per_byte == 21
+    widest = max(
+        len(chr(code).upper().encode()) / len(chr(code).encode())
+        for code in range(0x110000)
+        if not 0xD800 <= code <= 0xDFFF
+    )
+    assert widest == 3

@@ -1,0 +1,105 @@
+"""What one 64 KiB read costs the server's core, by content (L16).
+
+A worker handles a whole read before it serves anyone else, so the cost of the
+costliest read a client can send is how long it can make everyone wait.  This
+module times :meth:`statemachine.session.Session.receive` on one read of each
+kind of content a client might choose to be expensive, against plain ASCII,
+with and without the logging hook (the per-message path the server takes at
+the ``info`` log level).  ``python -m loadtest.readcost`` prints the table;
+the bench's W6 reports the same figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import timeit
+from collections.abc import Callable
+
+from statemachine.session import Limits, Session
+
+READ_SIZE = 65536
+
+
+def _fill(line: bytes, size: int = READ_SIZE) -> bytes:
+    """As many copies of ``line`` as fit in one read."""
+    return line * (size // len(line))
+
+
+#: name -> one read's worth of that content (whole lines, so that nothing is held).
+CONTENTS: dict[str, bytes] = {
+    "ascii a\\n": _fill(b"a\n"),
+    "ascii x\\n": _fill(b"x\n"),
+    "ña\\n": _fill("ña\n".encode()),
+    "ñx\\n": _fill("ñx\n".encode()),
+    "\\xff\\n": _fill(b"\xff\n"),
+    "\\xff\\r\\n": _fill(b"\xff\r\n"),
+    "valid and invalid lines": _fill("ña\n".encode() + b"\xff\n"),
+    "ñ\\xffx\\n": _fill("ñ".encode() + b"\xffx\n"),
+    "encoded surrogate": _fill(b"\xed\xa0\x80\n"),
+    "control characters": _fill(b"\x00\x1b[2K\x7f\n"),
+    "many CRs": _fill(b"\r\r\r\r\r\r\r\n"),
+    "CRLF lines": _fill(b"\r\n"),
+    "near misses of the word": _fill("desconexió\n".encode()),
+    "accented word pieces": _fill("dëscönëxï\n".encode()),
+    "ŉ (upper case grows)": _fill("ŉ\n".encode()),
+    "ΐ (upper case x3)": _fill("ΐ\n".encode()),
+    "one 64 KiB line": b"a" * (READ_SIZE - 1) + b"\n",
+    "one 64 KiB ñx line": _fill("ñx".encode(), READ_SIZE - 2) + b"\n",
+    "empty lines": _fill(b"\n"),
+    "distinct invalid lines": b"".join(bytes((0xFF, 0x20 + i % 90, 0x20 + i // 90 % 90, 0x0A)) for i in range(16384)),
+    "distinct valid lines, one invalid": b"\xff\n"
+    + b"".join(f"ñ{i:05d}\n".encode() for i in range((READ_SIZE - 2) // 8)),
+}
+BASELINE = "ascii a\\n"
+
+
+def _session(hooked: bool) -> Session:
+    hook: Callable[[str, str], None] | None = (lambda text, reply: None) if hooked else None
+    return Session(Limits(idle_timeout=0, line_timeout=0), 0.0, hook)
+
+
+def read_costs(hooked: bool = False, number: int = 3, rounds: int = 15) -> dict[str, float]:
+    """Seconds per 64 KiB read, for every content in :data:`CONTENTS`.
+
+    The contents take turns, round after round, and each keeps its best round:
+    on a shared machine a burst of load then spoils a round of each, not all of
+    one content's.
+    """
+    sessions = {name: _session(hooked) for name in CONTENTS}
+    for name, data in CONTENTS.items():
+        if not sessions[name].receive(data, 0.0) or not sessions[name].is_open:
+            raise ValueError(f"{name}: the content must be whole lines that keep the session open")
+    best = dict.fromkeys(CONTENTS, float("inf"))
+    for _ in range(rounds):
+        for name, data in CONTENTS.items():
+            receive = sessions[name].receive
+            seconds = timeit.timeit(lambda: receive(data, 0.0), number=number) / number  # noqa: B023
+            best[name] = min(best[name], seconds)
+    return best
+
+
+def costliest(costs: dict[str, float]) -> tuple[str, float]:
+    """The costliest content and its cost as a multiple of plain ASCII."""
+    name = max(costs, key=costs.__getitem__)
+    return name, costs[name] / costs[BASELINE]
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m loadtest.readcost", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--number", type=int, default=3, help="reads per timing (default %(default)s)")
+    parser.add_argument("--rounds", type=int, default=15, help="timings; the best is kept (default %(default)s)")
+    args = parser.parse_args(argv)
+    plain, hooked = read_costs(False, args.number, args.rounds), read_costs(True, args.number, args.rounds)
+    print(f"{'content (one 64 KiB read)':<28} {'no hook ms':>10} {'x ASCII':>8} {'hook ms':>9} {'x ASCII':>8}")
+    for name in CONTENTS:
+        print(
+            f"{name:<28} {plain[name] * 1e3:>10.3f} {plain[name] / plain[BASELINE]:>8.1f}"
+            f" {hooked[name] * 1e3:>9.3f} {hooked[name] / hooked[BASELINE]:>8.1f}"
+        )
+    for label, costs in (("no hook", plain), ("hook", hooked)):
+        name, ratio = costliest(costs)
+        print(f"costliest ({label}): {name}, {ratio:.1f} x plain ASCII")
+
+
+if __name__ == "__main__":
+    main()

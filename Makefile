@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-fast lint bench diagram clean system-deps
+.PHONY: run test test-fast lint bench diagram clean system-deps mutation
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,11 @@ test: $(STAMP) system-deps
 ## test-fast: the suite without the slow soak
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m 'not slow'
+
+## mutation: mutmut over statemachine/ and a sample of server/worker.py, with a summary (long; not part of `make test`)
+mutation: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[mutation]'
+	nice -n 10 $(BIN)/python -m tests.mutation $(ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

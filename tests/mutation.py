@@ -1,0 +1,229 @@
+"""An independent judge of the tests: mutmut over the core and over a sample of the worker.
+
+``make mutation`` runs this; it is not part of ``make test`` (it takes long).
+The project's own mutants (tests/formal/mutants.py) were written by the people
+who wrote the tests; mutmut's are not.  Each part is run in a copy of the tree
+under ``build/mutation/<part>/``, since mutmut edits the files it mutates: the
+working tree is never touched.
+
+* ``statemachine``: every mutant of ``statemachine/`` against the fast suites
+  (tests/statemachine, tests/formal without the live model and without
+  test_mutations.py, which re-applies the project's own mutants by text, so
+  that any outside edit of those lines errors there and would count as a kill);
+* ``worker``: the mutants on a sample of ``server/worker.py``'s lines (every
+  ``--every``-th line that holds code) against the live suites (tests/server,
+  tests/hardening without the soak).
+
+The summary (mutants, killed, survived, timed out) and every survivor's diff
+are printed and written to ``build/mutation/<part>.txt``.  For the
+statemachine part, the spin model check runs only for machine.py's mutants: it
+is generated from that file's declaration and cannot see the others.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+import xml.etree.ElementTree as ElementTree
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+WORK = ROOT / "build" / "mutation"
+MUTMUT = (sys.executable, "-m", "mutmut")
+
+
+@dataclass(frozen=True)
+class Part:
+    paths: str
+    tests: tuple[str, ...]
+    pytest_options: tuple[str, ...] = ()
+    sampled: bool = False
+    #: (file, options): extra pytest options for the mutants of every other file than ``file``
+    narrowed: tuple[str, tuple[str, ...]] | None = None
+
+
+PARTS = {
+    "statemachine": Part(
+        "statemachine/",
+        ("tests/statemachine", "tests/formal"),
+        ("--ignore=tests/formal/test_live_model.py", "--ignore=tests/formal/test_mutations.py"),
+        # The spin model is generated from machine.py's declaration alone: it cannot see the other files.
+        narrowed=("statemachine/machine.py", ("--ignore=tests/formal/test_model_check.py",)),
+    ),
+    "worker": Part("server/worker.py", ("tests/server", "tests/hardening"), ("-m", "not slow"), sampled=True),
+}
+
+
+class MutationRunError(Exception):
+    """mutmut could not run (its baseline failed, or it is not installed)."""
+
+
+def copy_tree(destination: Path) -> None:
+    """The files git knows of (tracked, or new and not ignored), copied afresh."""
+    if destination.exists():
+        shutil.rmtree(destination)
+    listed = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+    ).stdout.split(b"\0")
+    for name in filter(None, listed):
+        source = ROOT / name.decode()
+        if source.is_file():
+            target = destination / name.decode()
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target)
+
+
+_NARROW_HOOK = """\
+# Written by tests/mutation.py: mutmut calls this before each mutant.
+import os
+
+
+def pre_mutation(context):
+    if os.path.normpath(context.filename) != {file!r}:
+        context.config.test_command += {options!r}
+"""
+
+
+def sample_patch(path: str, every: int, offset: int = 0) -> str:
+    """A patch that marks every ``every``-th code line of ``path`` as added, for mutmut's ``--use-patch-file``."""
+    lines = (ROOT / path).read_text(encoding="utf-8").splitlines()
+    code = [n for n, line in enumerate(lines, start=1) if line.strip() and not line.strip().startswith("#")]
+    chosen = set(code[offset::every])
+    body = [f"+{line}" if n in chosen else f" {line}" for n, line in enumerate(lines, start=1)]
+    header = [f"--- {path}\n+++ {path}", f"@@ -1,{len(lines) - len(chosen)} +1,{len(lines)} @@"]
+    return "\n".join(header + body) + "\n"
+
+
+@dataclass
+class Outcome:
+    mutants: int
+    killed: int
+    suspicious: int  # killed, but slower than the baseline
+    survived: list[str]  # one unified diff each, headed by the mutant's number
+    timed_out: list[str]
+    untested: int
+
+
+def read_results(workdir: Path) -> Outcome:
+    """mutmut's own report (its junit XML): every mutant's status, and the diff of each that was not killed."""
+    xml = subprocess.run(
+        [
+            *MUTMUT,
+            "junitxml",
+            "--suspicious-policy",
+            "failure",
+            "--untested-policy",
+            "error",
+        ],
+        cwd=workdir,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    cases = list(ElementTree.fromstring(xml).iter("testcase"))
+    by_status: dict[str, list[str]] = {}
+    for case in cases:
+        marked = case.find("failure")
+        if marked is None:
+            marked = case.find("error")
+        status = "ok_killed" if marked is None else marked.get("message", "")
+        diff = "" if marked is None else (marked.text or "").strip()
+        by_status.setdefault(status, []).append(f"{case.get('name')}, line {case.get('line')}\n{diff}")
+    count = {status: len(found) for status, found in by_status.items()}
+    return Outcome(
+        mutants=len(cases),
+        killed=count.get("ok_killed", 0) + count.get("ok_suspicious", 0),
+        suspicious=count.get("ok_suspicious", 0),
+        survived=by_status.get("bad_survived", []),
+        timed_out=by_status.get("bad_timeout", []),
+        untested=count.get("untested", 0) + count.get("skipped", 0),
+    )
+
+
+def run_part(name: str, every: int, offset: int, only: str | None = None) -> Outcome:
+    part = PARTS[name]
+    workdir = WORK / (name if only is None else f"{name}-{only.replace('/', '_').replace(',', '+')}")
+    copy_tree(workdir)
+    if part.narrowed is not None:
+        file, options = part.narrowed
+        hook = _NARROW_HOOK.format(file=file, options=" " + shlex.join(options))
+        (workdir / "mutmut_config.py").write_text(hook, encoding="utf-8")
+    runner = shlex.join(
+        [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *part.tests, *part.pytest_options]
+    )
+    command = [
+        *MUTMUT,
+        "run",
+        "--paths-to-mutate",
+        only or part.paths,
+        "--tests-dir",
+        "tests/",
+        "--runner",
+        runner,
+        "--test-time-multiplier",
+        "4",
+        "--test-time-base",
+        "60",
+        "--no-progress",
+        "--simple-output",
+    ]
+    if part.sampled:
+        (workdir / "sample.patch").write_text(sample_patch(part.paths, every, offset), encoding="utf-8")
+        command += ["--use-patch-file", "sample.patch"]
+    print(f"[{name}] mutmut over {only or part.paths} in {workdir.relative_to(ROOT)}", flush=True)
+    started = time.monotonic()
+    run = subprocess.run(command, cwd=workdir)
+    if run.returncode & 1:
+        raise MutationRunError(f"mutmut failed on {name} (exit {run.returncode}); see the output above")
+    outcome = read_results(workdir)
+    report = summary(
+        name, only or part.paths, part, outcome, time.monotonic() - started, every if part.sampled else None
+    )
+    print(report)
+    (workdir.parent / f"{workdir.name}.txt").write_text(report, encoding="utf-8")
+    return outcome
+
+
+def summary(name: str, paths: str, part: Part, outcome: Outcome, seconds: float, every: int | None) -> str:
+    scope = f"{paths} (every {every}th code line)" if every else paths
+    head = (
+        f"mutation summary [{name}]: {scope} against {' '.join(part.tests)}\n"
+        f"  mutants {outcome.mutants}, killed {outcome.killed} ({outcome.suspicious} of them slow), "
+        f"survived {len(outcome.survived)}, timed out {len(outcome.timed_out)}, not run {outcome.untested}; "
+        f"{seconds / 60:.1f} min\n"
+    )
+    diffs = [f"\n--- survived ---\n{diff}" for diff in outcome.survived]
+    diffs += [f"\n--- timed out ---\n{diff}" for diff in outcome.timed_out]
+    return head + "".join(diffs) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tests.mutation", description=__doc__.split("\n\n")[0])
+    parser.add_argument("parts", nargs="*", metavar="part", help=f"any of {', '.join(PARTS)} (default: all)")
+    parser.add_argument("--every", type=int, default=8, help="worker: mutate every Nth code line (default 8)")
+    parser.add_argument("--offset", type=int, default=0, help="worker: which line of each N to start from")
+    parser.add_argument("--only", help="mutate these files of the part (comma-separated), e.g. to run shards at once")
+    args = parser.parse_args(argv)
+    unknown = sorted(set(args.parts) - set(PARTS))
+    if unknown:
+        parser.error(f"unknown part {', '.join(unknown)}: choose from {', '.join(PARTS)}")
+    if args.every < 1 or not 0 <= args.offset < args.every:
+        parser.error("--every must be at least 1 and --offset in 0..every-1")
+    try:
+        outcomes = [run_part(name, args.every, args.offset, args.only) for name in args.parts or PARTS]
+    except MutationRunError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0 if all(not outcome.survived for outcome in outcomes) else 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

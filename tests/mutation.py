@@ -156,9 +156,9 @@ def run_part(name: str, every: int, offset: int, only: str | None = None) -> Out
         file, options = part.narrowed
         hook = _NARROW_HOOK.format(file=file, options=" " + shlex.join(options))
         (workdir / "mutmut_config.py").write_text(hook, encoding="utf-8")
-    runner = shlex.join(
-        [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *part.tests, *part.pytest_options]
-    )
+    # The suite's per-test timeout is for a normal run; under mutation a loaded machine may need longer.
+    pytest = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "-o", "timeout=900"]
+    runner = shlex.join([*pytest, *part.tests, *part.pytest_options])
     command = [
         *MUTMUT,
         "run",

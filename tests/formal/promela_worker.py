@@ -23,14 +23,15 @@ server/worker.py.
 
 Properties (spin, ``test_worker_model.py``):
 
-* every complete message a session has read is answered before it closes, and
+* every complete message a session has received is answered before it closes
+  (unless reading is paused, L12), and
   every reply it made reaches the client before the FIN (assertions);
 * no starvation: a session ready at the start of a turn is served in that turn
   (``assert(wait[i] <= MAXWAIT)``, with ``MAXWAIT`` 0);
 * the busy limit: never more than ``MAXCONN`` sessions not yet CLOSED;
 * every session reaches CLOSED, frees its slot and its socket, and every client
   is done (``ltl ends``, under weak fairness);
-* shutdown ends in bounded time: the worker stops at most ``DRAIN`` turns
+* shutdown ends in bounded time: the worker stops at most ``DRAIN + 1`` turns
   after it begins (an assertion), and always does once told (``ltl stops``).
 """
 
@@ -349,7 +350,7 @@ def promela(
     text = _HEADER.substitute(
         constant_defines="\n".join(f"#define {name} {value}" for name, value in sizes.items()),
         state_defines="\n".join(f"#define {name} {i}" for i, name in enumerate(states)),
-        trigger_defines="\n".join(f"#define {name} {i}" for i, name in enumerate(triggers)) + "\n#define NONE 255",
+        trigger_defines="\n".join(f"#define {name} {i}" for i, name in enumerate(triggers)),
         fire_branches="\n".join(branches),
     )
     sockets = " && ".join(f"!sock[{i}]" for i in range(sizes["N"]))

@@ -74,6 +74,12 @@ def test_three_clients_every_safety_property_holds(tmp_path):
     assert errors(report) == 0, report
 
 
+def test_two_clients_with_two_messages_each_keep_the_output_bound(tmp_path):
+    """The control for the backpressure mutant below: the same sizes with the loop as it is."""
+    report = verify(promela_worker.generate(**TWO, NMSG=2), tmp_path)
+    assert errors(report) == 0, report
+
+
 @pytest.mark.parametrize("claim", ["ends", "stops"])
 def test_every_session_closes_and_frees_its_slot_and_shutdown_ends(claim, tmp_path):
     report = verify(promela_worker.generate(**TWO), tmp_path, claim)
@@ -89,6 +95,7 @@ MUTANTS = {
     "no busy limit": ({"ADMIT_CHECK": 0, "MAXCONN": 1}, None),
     "an aborted session keeps its slot": ({"FREE_ON_ABORT": 0}, "ends"),
     "no hard deadline on shutdown": ({"HARD": 0}, None),
+    "no backpressure (two messages a client, so the bound can be passed)": ({"BACKPRESSURE": 0, "NMSG": 2}, None),
 }
 
 

@@ -25,10 +25,11 @@ from __future__ import annotations
 import argparse
 import shlex
 import shutil
+import sqlite3
 import subprocess
 import sys
 import time
-import xml.etree.ElementTree as ElementTree
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -112,45 +113,44 @@ class Outcome:
     untested: int
 
 
-def read_results(workdir: Path) -> Outcome:
-    """mutmut's own report (its junit XML): every mutant's status, and the diff of each that was not killed."""
-    xml = subprocess.run(
-        [
-            *MUTMUT,
-            "junitxml",
-            "--suspicious-policy",
-            "failure",
-            "--untested-policy",
-            "error",
-        ],
-        cwd=workdir,
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
-    cases = list(ElementTree.fromstring(xml).iter("testcase"))
-    by_status: dict[str, list[str]] = {}
-    for case in cases:
-        marked = case.find("failure")
-        if marked is None:
-            marked = case.find("error")
-        status = "ok_killed" if marked is None else marked.get("message", "")
-        diff = "" if marked is None else (marked.text or "").strip()
-        by_status.setdefault(status, []).append(f"{case.get('name')}, line {case.get('line')}\n{diff}")
-    count = {status: len(found) for status, found in by_status.items()}
+def read_results(workdir: Path, paths: str) -> Outcome:
+    """Every mutant's status from mutmut's cache, and ``mutmut show``'s diff of each that was not killed.
+
+    The mutated files are copied afresh first: a run that was stopped may have left a mutant on disk,
+    and the diffs are taken against what is there.
+    """
+    for path in paths.split(","):
+        source = ROOT / path
+        for file in [source] if source.is_file() else sorted(source.rglob("*.py")):
+            shutil.copy2(file, workdir / file.relative_to(ROOT))
+    with sqlite3.connect(workdir / ".mutmut-cache") as cache:
+        rows = cache.execute(
+            "SELECT m.id, m.status, l.line_number, s.filename FROM Mutant m"
+            " JOIN Line l ON m.line = l.id JOIN SourceFile s ON l.sourcefile = s.id ORDER BY m.id"
+        ).fetchall()
+
+    def shown(number: int, line: int, filename: str) -> str:
+        diff = subprocess.run([*MUTMUT, "show", str(number)], cwd=workdir, capture_output=True, text=True).stdout
+        return f"#{number} {filename}:{line + 1}\n{diff.strip()}"
+
+    count = Counter(status for _, status, _, _ in rows)
     return Outcome(
-        mutants=len(cases),
-        killed=count.get("ok_killed", 0) + count.get("ok_suspicious", 0),
-        suspicious=count.get("ok_suspicious", 0),
-        survived=by_status.get("bad_survived", []),
-        timed_out=by_status.get("bad_timeout", []),
-        untested=count.get("untested", 0) + count.get("skipped", 0),
+        mutants=len(rows),
+        killed=count["ok_killed"] + count["ok_suspicious"],
+        suspicious=count["ok_suspicious"],
+        survived=[shown(n, line, f) for n, status, line, f in rows if status == "bad_survived"],
+        timed_out=[shown(n, line, f) for n, status, line, f in rows if status == "bad_timeout"],
+        untested=count["untested"] + count["skipped"],
     )
+
+
+def _workdir(name: str, only: str | None) -> Path:
+    return WORK / (name if only is None else f"{name}-{only.replace('/', '_').replace(',', '+')}")
 
 
 def run_part(name: str, every: int, offset: int, only: str | None = None) -> Outcome:
     part = PARTS[name]
-    workdir = WORK / (name if only is None else f"{name}-{only.replace('/', '_').replace(',', '+')}")
+    workdir = _workdir(name, only)
     copy_tree(workdir)
     if part.narrowed is not None:
         file, options = part.narrowed
@@ -183,22 +183,29 @@ def run_part(name: str, every: int, offset: int, only: str | None = None) -> Out
     run = subprocess.run(command, cwd=workdir)
     if run.returncode & 1:
         raise MutationRunError(f"mutmut failed on {name} (exit {run.returncode}); see the output above")
-    outcome = read_results(workdir)
-    report = summary(
-        name, only or part.paths, part, outcome, time.monotonic() - started, every if part.sampled else None
-    )
+    return report_part(name, only, every, time.monotonic() - started)
+
+
+def report_part(name: str, only: str | None, every: int, seconds: float | None = None) -> Outcome:
+    """Summarize the run in ``name``'s copy (also one that was stopped: its mutants not yet run are counted)."""
+    part = PARTS[name]
+    workdir = _workdir(name, only)
+    if not (workdir / ".mutmut-cache").exists():
+        raise MutationRunError(f"no mutmut run in {workdir.relative_to(ROOT)}")
+    outcome = read_results(workdir, only or part.paths)
+    report = summary(name, only or part.paths, part, outcome, seconds, every if part.sampled else None)
     print(report)
     (workdir.parent / f"{workdir.name}.txt").write_text(report, encoding="utf-8")
     return outcome
 
 
-def summary(name: str, paths: str, part: Part, outcome: Outcome, seconds: float, every: int | None) -> str:
+def summary(name: str, paths: str, part: Part, outcome: Outcome, seconds: float | None, every: int | None) -> str:
     scope = f"{paths} (every {every}th code line)" if every else paths
     head = (
         f"mutation summary [{name}]: {scope} against {' '.join(part.tests)}\n"
         f"  mutants {outcome.mutants}, killed {outcome.killed} ({outcome.suspicious} of them slow), "
         f"survived {len(outcome.survived)}, timed out {len(outcome.timed_out)}, not run {outcome.untested}; "
-        f"{seconds / 60:.1f} min\n"
+        + (f"{seconds / 60:.1f} min\n" if seconds is not None else "(a stopped run)\n")
     )
     diffs = [f"\n--- survived ---\n{diff}" for diff in outcome.survived]
     diffs += [f"\n--- timed out ---\n{diff}" for diff in outcome.timed_out]
@@ -211,6 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--every", type=int, default=8, help="worker: mutate every Nth code line (default 8)")
     parser.add_argument("--offset", type=int, default=0, help="worker: which line of each N to start from")
     parser.add_argument("--only", help="mutate these files of the part (comma-separated), e.g. to run shards at once")
+    parser.add_argument("--report", action="store_true", help="only summarize the last run (also a stopped one)")
     args = parser.parse_args(argv)
     unknown = sorted(set(args.parts) - set(PARTS))
     if unknown:
@@ -218,7 +226,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.every < 1 or not 0 <= args.offset < args.every:
         parser.error("--every must be at least 1 and --offset in 0..every-1")
     try:
-        outcomes = [run_part(name, args.every, args.offset, args.only) for name in args.parts or PARTS]
+        if args.report:
+            outcomes = [report_part(name, args.only, args.every) for name in args.parts or PARTS]
+        else:
+            outcomes = [run_part(name, args.every, args.offset, args.only) for name in args.parts or PARTS]
     except MutationRunError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

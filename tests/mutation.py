@@ -159,9 +159,11 @@ def run_part(name: str, every: int, offset: int, only: str | None = None) -> Out
         file, options = part.narrowed
         hook = _NARROW_HOOK.format(file=file, options=" " + shlex.join(options))
         (workdir / "mutmut_config.py").write_text(hook, encoding="utf-8")
+    # mutmut 2.5.1 counts only exit status 1 as a kill, so a mutant that breaks an import (pytest's
+    # status 2) would "survive": the runner is this module, which turns every failure into 1.
     # The suite's per-test timeout is for a normal run; under mutation a loaded machine may need longer.
-    pytest = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "-o", "timeout=900"]
-    runner = shlex.join([*pytest, *part.tests, *part.pytest_options])
+    pytest = [sys.executable, "-m", "tests.mutation", "pytest", "-x", "-q", "-p", "no:cacheprovider"]
+    runner = shlex.join([*pytest, "-o", "timeout=900", *part.tests, *part.pytest_options])
     command = [
         *MUTMUT,
         "run",
@@ -215,7 +217,15 @@ def summary(name: str, paths: str, part: Part, outcome: Outcome, seconds: float 
     return head + "".join(diffs) + "\n"
 
 
+def run_tests(arguments: list[str]) -> int:
+    """Run pytest for mutmut: 0 when every test passes, 1 for any failure (collection errors too)."""
+    return 0 if subprocess.run([sys.executable, "-m", "pytest", *arguments]).returncode == 0 else 1
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["pytest"]:
+        return run_tests(argv[1:])
     parser = argparse.ArgumentParser(prog="python -m tests.mutation", description=__doc__.split("\n\n")[0])
     parser.add_argument("parts", nargs="*", metavar="part", help=f"any of {', '.join(PARTS)} (default: all)")
     parser.add_argument("--every", type=int, default=8, help="worker: mutate every Nth code line (default 8)")

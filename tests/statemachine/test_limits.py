@@ -13,6 +13,7 @@ import dataclasses
 import pytest
 
 from statemachine import Limits, Session
+from statemachine.framing import LineFramer
 from statemachine.session import FRAMINGS
 
 
@@ -37,3 +38,9 @@ def test_settings_shared_by_every_session_cannot_be_changed_by_one(name, value):
     with pytest.raises(dataclasses.FrozenInstanceError):
         setattr(session.limits, name, value)
     assert limits == Limits()
+
+
+def test_a_framer_without_room_for_a_byte_is_refused_with_a_message_naming_it():
+    with pytest.raises(ValueError) as refused:
+        LineFramer(0)
+    assert str(refused.value) == "max_line must be at least 1"

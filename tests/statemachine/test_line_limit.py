@@ -98,3 +98,14 @@ def test_the_framer_refuses_exactly_the_lines_over_max_line(case):
                 else:
                     assert size <= max_line, (stream, reads)
                     assert bytes(out) == stream, (stream, reads)
+
+
+@pytest.mark.parametrize("held", [b"x" * 8 + b"\r", b"a\n" + b"x" * 8 + b"\r", b"a\r\n" + b"x" * 8 + b"\r"])
+def test_at_end_of_stream_a_tail_over_max_line_is_refused_with_nothing_before_it(held):
+    """L6, L7: the lines before the tail were handed out when they were read; the error carries none again."""
+    framer = LineFramer(8)
+    out = framer.feed(held)
+    assert out == held[: held.rfind(b"\n") + 1]
+    with pytest.raises(LineTooLong) as refused:
+        framer.finish()
+    assert (refused.value.block, refused.value.max_line, framer.pending) == (b"", 8, b"")

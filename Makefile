@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # The server alone: what `make run` needs, installed in seconds.
 RUN_STAMP := $(VENV)/.installed-run
 
-.PHONY: run test test-fast lint bench diagram clean system-deps cluster
+.PHONY: run test test-fast lint bench diagram clean system-deps cluster mutation
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -54,6 +54,11 @@ test: $(STAMP) system-deps
 ## test-fast: the suite without the slow soak
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m 'not slow'
+
+## mutation: mutmut over statemachine/ and a sample of server/worker.py, with a summary (long; not part of `make test`)
+mutation: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[mutation]'
+	nice -n 10 $(BIN)/python -m tests.mutation $(ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

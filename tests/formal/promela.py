@@ -250,6 +250,12 @@ init {
 }
 """
 
+#: What the model covers (tests/formal/test_every_check.py walks the declaration against it), read off the
+#: template: the states its processes test and the triggers they fire.  That each declared transition is
+#: really taken is spin's "unreached" report, checked in test_model_check.py.
+COVERS_STATES = frozenset(re.findall(r"\bstate == (\w+)", _BODY))
+COVERS_TRIGGERS = frozenset(re.findall(r"\btrig = (\w+)", _BODY)) - {"NONE"}  # NONE: bytes that fire nothing
+
 _LTL = """
 /* Every session reaches CLOSED (pan -a). */
 ltl closes { <> (state == CLOSED) }

@@ -37,6 +37,22 @@ LINE_TIMEOUT = "line_timeout"  # L14: the message deadline passed (an end only w
 HANDSHAKE_DONE = "done"
 HANDSHAKE_FAILURES = ("bad", "timeout", EOF, SHUTDOWN)
 
+#: What this model predicts, in the session machine's words (tests/formal/test_every_check.py walks them):
+#: every answered message, and each reason a session closes for, from the bytes (line_replies, raw_replies)
+#: or from the clock (deadline_due, and timed_line_replies for L14); the TLS handshake's outcomes
+#: (after_handshake) and the PROXY header, read or refused (proxy_header).  The rest is named in
+#: NOT_COVERED with the check that covers it.
+COVERS_TRIGGERS = frozenset(
+    {"message", "disconnect", "end_of_stream", "line_too_long", "shutdown", "idle_timeout", "line_timeout"}
+    | {"handshake_done", "handshake_failed", "proxy_header", "proxy_rejected"}
+)
+COVERS_STATES = frozenset({"CONNECTED", "ECHOING", "CLOSING", "HANDSHAKE", "PROXY_HEADER"})  # see Expected.state
+NOT_COVERED = {
+    "flushed": ("timed core model", "when replies leave the socket is the server's, not the protocol's"),
+    "abort": ("timed core model", "a reset or a write error ends a session with nothing left to predict"),
+    "CLOSED": ("timed core model", "the model predicts what is sent; CLOSED follows once it has been sent"),
+}
+
 
 def too_long(max_line: int) -> bytes:
     return f"error: line too long (max {max_line} bytes)".encode()
@@ -60,6 +76,18 @@ class Expected:
     @property
     def closed(self) -> bool:
         return self.reason is not None
+
+    @property
+    def state(self) -> str:
+        """The session's state once the stream has been read: CLOSING while its last replies are owed."""
+        if self.closed:
+            return "CLOSING"
+        return "ECHOING" if self.messages else "CONNECTED"
+
+
+def deadline_due(started: float, limit: float, now: float) -> bool:
+    """L9 (and every deadline like it): ``limit`` seconds since ``started`` have passed at ``now``; 0 is off."""
+    return bool(limit) and now >= started + limit
 
 
 def after_handshake(outcome: str) -> Expected | None:

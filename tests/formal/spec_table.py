@@ -37,6 +37,9 @@ TABLE: dict[tuple[str, str], str] = {
     ("PROXY_HEADER", "proxy_rejected"): "CLOSED",
 }
 TRIGGERS = tuple(sorted({trigger for _, trigger in TABLE}))
+#: What this check covers (tests/formal/test_every_check.py walks the declaration against it): read off the table.
+COVERS_STATES = frozenset(state for pair, dest in TABLE.items() for state in (pair[0], dest))
+COVERS_TRIGGERS = frozenset(TRIGGERS)
 
 Table = Mapping[tuple[str, str], str]
 

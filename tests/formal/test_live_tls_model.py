@@ -59,6 +59,10 @@ FAILURES: dict[str, tuple[str, str | None]] = {
     "end of stream": (reference.EOF, "end of stream"),
 }
 SHUTTING_DOWN = "server shutting down"
+#: What this model covers, for the walk of the declaration (test_every_check.py counts it with the live model):
+#: sessions start in HANDSHAKE and leave it both ways; after it, plain sessions end as the steps above end them.
+COVERS_TRIGGERS = frozenset({"handshake_done", "handshake_failed", "message", "disconnect", "end_of_stream", "flushed"})
+COVERS_STATES = frozenset({"HANDSHAKE", "CONNECTED", "ECHOING", "CLOSING", "CLOSED"})
 NAMED = {words for _, words in FAILURES.values() if words} | {SHUTTING_DOWN}
 
 

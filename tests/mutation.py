@@ -1,0 +1,253 @@
+"""An independent judge of the tests: mutmut over the core and over a sample of the worker.
+
+``make mutation`` runs this; it is not part of ``make test`` (it takes long).
+The project's own mutants (tests/formal/mutants.py) were written by the people
+who wrote the tests; mutmut's are not.  Each part is run in a copy of the tree
+under ``build/mutation/<part>/``, since mutmut edits the files it mutates: the
+working tree is never touched.
+
+* ``statemachine``: every mutant of ``statemachine/`` against the fast suites
+  (tests/statemachine, tests/formal without the live model and without
+  test_mutations.py, which re-applies the project's own mutants by text, so
+  that any outside edit of those lines errors there and would count as a kill);
+* ``worker``: the mutants on a sample of ``server/worker.py``'s lines (every
+  ``--every``-th line that holds code) against the live suites (tests/server,
+  tests/hardening without the soak).
+
+The summary (mutants, killed, survived, timed out) and every survivor's diff
+are printed and written to ``build/mutation/<part>.txt``.  For the
+statemachine part, the spin model checks run only for machine.py's mutants: they
+are generated from that file's declaration and cannot see the others.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import shutil
+import sqlite3
+import subprocess
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+WORK = ROOT / "build" / "mutation"
+MUTMUT = (sys.executable, "-m", "mutmut")
+
+
+@dataclass(frozen=True)
+class Part:
+    paths: str
+    tests: tuple[str, ...]
+    pytest_options: tuple[str, ...] = ()
+    sampled: bool = False
+    #: (file, options): extra pytest options for the mutants of every other file than ``file``
+    narrowed: tuple[str, tuple[str, ...]] | None = None
+
+
+PARTS = {
+    "statemachine": Part(
+        "statemachine/",
+        ("tests/statemachine", "tests/formal"),
+        ("--ignore=tests/formal/test_live_model.py", "--ignore=tests/formal/test_mutations.py"),
+        # The spin models are generated from machine.py's declaration alone: they cannot see the other files.
+        narrowed=(
+            "statemachine/machine.py",
+            ("--ignore=tests/formal/test_model_check.py", "--ignore=tests/formal/test_worker_model.py"),
+        ),
+    ),
+    "worker": Part("server/worker.py", ("tests/server", "tests/hardening"), ("-m", "not slow"), sampled=True),
+}
+
+
+class MutationRunError(Exception):
+    """mutmut could not run (its baseline failed, or it is not installed)."""
+
+
+def copy_tree(destination: Path) -> None:
+    """The files git knows of (tracked, or new and not ignored), copied afresh."""
+    if destination.exists():
+        shutil.rmtree(destination)
+    listed = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+    ).stdout.split(b"\0")
+    for name in filter(None, listed):
+        source = ROOT / name.decode()
+        if source.is_file():
+            target = destination / name.decode()
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target)
+
+
+_NARROW_HOOK = """\
+# Written by tests/mutation.py: mutmut calls this before each mutant.
+import os
+
+
+def pre_mutation(context):
+    if os.path.normpath(context.filename) != {file!r}:
+        context.config.test_command += {options!r}
+"""
+
+
+def sample_patch(path: str, every: int, offset: int = 0) -> str:
+    """A patch that marks every ``every``-th code line of ``path`` as added, for mutmut's ``--use-patch-file``."""
+    lines = (ROOT / path).read_text(encoding="utf-8").splitlines()
+    code = [n for n, line in enumerate(lines, start=1) if line.strip() and not line.strip().startswith("#")]
+    chosen = set(code[offset::every])
+    body = [f"+{line}" if n in chosen else f" {line}" for n, line in enumerate(lines, start=1)]
+    header = [f"--- {path}\n+++ {path}", f"@@ -1,{len(lines) - len(chosen)} +1,{len(lines)} @@"]
+    return "\n".join(header + body) + "\n"
+
+
+@dataclass
+class Outcome:
+    mutants: int
+    killed: int
+    suspicious: int  # killed, but slower than the baseline
+    survived: list[str]  # one unified diff each, headed by the mutant's number
+    timed_out: list[str]
+    untested: int
+
+
+def read_results(workdir: Path, paths: str) -> Outcome:
+    """Every mutant's status from mutmut's cache, and ``mutmut show``'s diff of each that was not killed.
+
+    The mutated files are copied afresh first: a run that was stopped may have left a mutant on disk,
+    and the diffs are taken against what is there.
+    """
+    for path in paths.split(","):
+        source = ROOT / path
+        for file in [source] if source.is_file() else sorted(source.rglob("*.py")):
+            shutil.copy2(file, workdir / file.relative_to(ROOT))
+    with sqlite3.connect(workdir / ".mutmut-cache") as cache:
+        rows = cache.execute(
+            "SELECT m.id, m.status, l.line_number, s.filename FROM Mutant m"
+            " JOIN Line l ON m.line = l.id JOIN SourceFile s ON l.sourcefile = s.id ORDER BY m.id"
+        ).fetchall()
+
+    def shown(number: int, line: int, filename: str) -> str:
+        diff = subprocess.run([*MUTMUT, "show", str(number)], cwd=workdir, capture_output=True, text=True).stdout
+        return f"#{number} {filename}:{line + 1}\n{diff.strip()}"
+
+    count = Counter(status for _, status, _, _ in rows)
+    return Outcome(
+        mutants=len(rows),
+        killed=count["ok_killed"] + count["ok_suspicious"],
+        suspicious=count["ok_suspicious"],
+        survived=[shown(n, line, f) for n, status, line, f in rows if status == "bad_survived"],
+        timed_out=[shown(n, line, f) for n, status, line, f in rows if status == "bad_timeout"],
+        untested=count["untested"] + count["skipped"],
+    )
+
+
+def _workdir(name: str, only: str | None) -> Path:
+    return WORK / (name if only is None else f"{name}-{only.replace('/', '_').replace(',', '+')}")
+
+
+def run_part(name: str, every: int, offset: int, only: str | None = None) -> Outcome:
+    part = PARTS[name]
+    workdir = _workdir(name, only)
+    copy_tree(workdir)
+    if part.narrowed is not None:
+        file, options = part.narrowed
+        hook = _NARROW_HOOK.format(file=file, options=" " + shlex.join(options))
+        (workdir / "mutmut_config.py").write_text(hook, encoding="utf-8")
+    # mutmut 2.5.1 counts only exit status 1 as a kill, so a mutant that breaks an import (pytest's
+    # status 2) would "survive": the runner is this module, which turns every failure into 1.
+    # The suite's per-test timeout is for a normal run; under mutation a loaded machine may need longer.
+    pytest = [sys.executable, "-m", "tests.mutation", "pytest", "-x", "-q", "-p", "no:cacheprovider"]
+    runner = shlex.join([*pytest, "-o", "timeout=900", *part.tests, *part.pytest_options])
+    command = [
+        *MUTMUT,
+        "run",
+        "--paths-to-mutate",
+        only or part.paths,
+        "--tests-dir",
+        "tests/",
+        "--runner",
+        runner,
+        "--test-time-multiplier",
+        "4",
+        "--test-time-base",
+        "60",
+        "--no-progress",
+        "--simple-output",
+    ]
+    if part.sampled:
+        (workdir / "sample.patch").write_text(sample_patch(part.paths, every, offset), encoding="utf-8")
+        command += ["--use-patch-file", "sample.patch"]
+    print(f"[{name}] mutmut over {only or part.paths} in {workdir.relative_to(ROOT)}", flush=True)
+    started = time.monotonic()
+    run = subprocess.run(command, cwd=workdir)
+    if run.returncode & 1:
+        raise MutationRunError(f"mutmut failed on {name} (exit {run.returncode}); see the output above")
+    return report_part(name, only, every, time.monotonic() - started)
+
+
+def report_part(name: str, only: str | None, every: int, seconds: float | None = None) -> Outcome:
+    """Summarize the run in ``name``'s copy (also one that was stopped: its mutants not yet run are counted)."""
+    part = PARTS[name]
+    workdir = _workdir(name, only)
+    if not (workdir / ".mutmut-cache").exists():
+        raise MutationRunError(f"no mutmut run in {workdir.relative_to(ROOT)}")
+    outcome = read_results(workdir, only or part.paths)
+    report = summary(name, only or part.paths, part, outcome, seconds, every if part.sampled else None)
+    print(report)
+    (workdir.parent / f"{workdir.name}.txt").write_text(report, encoding="utf-8")
+    return outcome
+
+
+def summary(name: str, paths: str, part: Part, outcome: Outcome, seconds: float | None, every: int | None) -> str:
+    scope = f"{paths} (every {every}th code line)" if every else paths
+    head = (
+        f"mutation summary [{name}]: {scope} against {' '.join(part.tests)}\n"
+        f"  mutants {outcome.mutants}, killed {outcome.killed} ({outcome.suspicious} of them slow), "
+        f"survived {len(outcome.survived)}, timed out {len(outcome.timed_out)}, not run {outcome.untested}; "
+        + (f"{seconds / 60:.1f} min\n" if seconds is not None else "(a stopped run)\n")
+    )
+    diffs = [f"\n--- survived ---\n{diff}" for diff in outcome.survived]
+    diffs += [f"\n--- timed out ---\n{diff}" for diff in outcome.timed_out]
+    return head + "".join(diffs) + "\n"
+
+
+def run_tests(arguments: list[str]) -> int:
+    """Run pytest for mutmut: 0 when every test passes, 1 for any failure (collection errors too)."""
+    return 0 if subprocess.run([sys.executable, "-m", "pytest", *arguments]).returncode == 0 else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["pytest"]:
+        return run_tests(argv[1:])
+    parser = argparse.ArgumentParser(prog="python -m tests.mutation", description=__doc__.split("\n\n")[0])
+    parser.add_argument("parts", nargs="*", metavar="part", help=f"any of {', '.join(PARTS)} (default: all)")
+    parser.add_argument("--every", type=int, default=8, help="worker: mutate every Nth code line (default 8)")
+    parser.add_argument("--offset", type=int, default=0, help="worker: which line of each N to start from")
+    parser.add_argument("--only", help="mutate these files of the part (comma-separated), e.g. to run shards at once")
+    parser.add_argument("--report", action="store_true", help="only summarize the last run (also a stopped one)")
+    args = parser.parse_args(argv)
+    unknown = sorted(set(args.parts) - set(PARTS))
+    if unknown:
+        parser.error(f"unknown part {', '.join(unknown)}: choose from {', '.join(PARTS)}")
+    if args.every < 1 or not 0 <= args.offset < args.every:
+        parser.error("--every must be at least 1 and --offset in 0..every-1")
+    try:
+        if args.report:
+            outcomes = [report_part(name, args.only, args.every) for name in args.parts or PARTS]
+        else:
+            outcomes = [run_part(name, args.every, args.offset, args.only) for name in args.parts or PARTS]
+    except MutationRunError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0 if all(not outcome.survived for outcome in outcomes) else 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

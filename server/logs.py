@@ -96,7 +96,7 @@ class _TextOnlyAtDebug(logging.Filter):
 # The backlog a stalled console may hold, in records and in characters of their
 # messages (a record of a 64 KiB message is large), before records are dropped.
 BACKLOG_RECORDS = 10_000
-BACKLOG_CHARS = 16 << 20
+BACKLOG_CHARS = 1 << 20
 _RECORD_COST = 200  # characters charged per record besides its message, for the record itself
 
 
@@ -121,7 +121,8 @@ class ConsoleWriter:
     def put(self, record: logging.LogRecord) -> None:
         """Queue ``record``, or drop and count it when the backlog is full; never waits on the console."""
         message = record.msg
-        cost = _RECORD_COST + (len(message) if isinstance(message, str) else 0)
+        text = getattr(record, "text", None)  # client text kept apart for the JSON lines (O5)
+        cost = _RECORD_COST + (len(message) if isinstance(message, str) else 0) + (len(text) if text else 0)
         with self._lock:
             if len(self._records) >= BACKLOG_RECORDS or self._chars + cost > BACKLOG_CHARS:
                 self._dropped += 1

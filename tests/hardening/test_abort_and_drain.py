@@ -26,8 +26,10 @@ from tests.wire import read_until_closed
 
 pytestmark = pytest.mark.timeout(120)
 
-LINE = b"a" * 99 + b"\n"
-PAYLOAD = LINE * 6000 + b"DESCONEXION\n"  # 600 kB: above what a tiny window takes, under the 1 MiB output bound
+LINE = b"a" * 9999 + b"\n"
+# 600 kB: above what a tiny window takes, under the 1 MiB output bound; in long lines, so that the
+# console has few lines to write and its disconnect line comes soon even on a busy machine (S6)
+PAYLOAD = LINE * 60 + b"DESCONEXION\n"
 REPLIES = PAYLOAD.upper()
 
 

@@ -214,10 +214,13 @@ class Server:
         # A signal the kernel hands to a worker thread must still wake the main
         # thread out of its recv(): the C-level handler writes to this socket too.
         signal.set_wakeup_fd(self._wake_w.fileno(), warn_on_full_buffer=False)
+        # Every worker thread exists before the first connection is accepted, so the
+        # thread count a client can see never changes while it is served (S1).
+        for worker in self.workers:
+            worker.start()
         exclusive = len(self.workers) > 1
         for worker in self.workers:
             worker.listen(self._listener, exclusive)
-            worker.start()
         while not self._signals and not self._failed:
             self._wake_r.recv(64)
         status = self._shutdown()

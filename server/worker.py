@@ -189,9 +189,14 @@ class Worker(threading.Thread):
         self._listen_fd = listener.fileno()
         self._listen_mask = _READ | (self.poller.EXCLUSIVE if exclusive else 0)
         self.poller.register(self._listen_fd, self._listen_mask)
+        if self.is_alive():  # a plain poll() sees the new descriptor only on its next call
+            self._wake()
 
     def request_stop(self) -> None:
         self._stop_requested = True
+        self._wake()
+
+    def _wake(self) -> None:
         try:
             self._wake_w.send(b"\0")
         except OSError:
@@ -203,7 +208,6 @@ class Worker(threading.Thread):
         poll = self.poller.poll
         conns = self.conns
         wake_fd = self._wake_fd
-        listen_fd = self._listen_fd
         monotonic = time.monotonic
         readable = _READ | _ERROR
         writable = _WRITE | _ERROR
@@ -219,7 +223,7 @@ class Worker(threading.Thread):
                 for fd, mask in events:
                     conn = conns.get(fd)
                     if conn is None:
-                        if fd == listen_fd:
+                        if fd == self._listen_fd:  # set by listen(), maybe after the loop began
                             self._accept(now)
                         elif fd == wake_fd:
                             self._on_wake(now)

@@ -25,11 +25,10 @@ with :meth:`Session.check_header`, as it does for the idle time.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from itertools import filterfalse
-from operator import methodcaller
+from itertools import compress, filterfalse
+from operator import methodcaller, ne
 
 from statemachine.framing import CRLF, LF, LineFramer, LineTooLong, split_block
 from statemachine.machine import CLOSED, CLOSING, CONNECTED, ECHOING, HANDSHAKE, PROXY_HEADER, SessionModel, fire
@@ -56,12 +55,6 @@ ERROR_BUSY = "error: server busy"
 
 
 _OPEN_STATES = frozenset((CONNECTED, ECHOING))
-# One line of well-formed UTF-8 (RFC 3629, section 4), LF excluded.
-_UTF8_LINE = re.compile(
-    rb"(?:[\x00-\x09\x0b-\x7f]|[\xc2-\xdf][\x80-\xbf]|\xe0[\xa0-\xbf][\x80-\xbf]"
-    rb"|[\xe1-\xec\xee\xef][\x80-\xbf]{2}|\xed[\x80-\x9f][\x80-\xbf]|\xf0[\x90-\xbf][\x80-\xbf]{2}"
-    rb"|[\xf1-\xf3][\x80-\xbf]{3}|\xf4[\x80-\x8f][\x80-\xbf]{2})*"
-)
 _ERROR_LF = ERROR_INVALID_UTF8.encode()
 _ERROR_CRLF = _ERROR_LF + b"\r"  # a line that ends in CR had a CRLF terminator
 _ENDS_IN_CR = methodcaller("endswith", b"\r")
@@ -70,13 +63,15 @@ _ENDS_IN_CR = methodcaller("endswith", b"\r")
 def replace_invalid_lines(data: bytes) -> bytes:
     """Each line of ``data`` (lines end in LF) that is not UTF-8 replaced by the error line (L5).
 
-    Without a Python step per line (L16): only the distinct lines that are not
-    ASCII are checked, once each, and the lines are mapped through a table of
-    the invalid ones.
+    Without a Python step per line (L16): the distinct lines that are not ASCII
+    are decoded together, once, and a line is invalid where decoding changed it
+    (the decoder's replacement is local to a line: no sequence spans an LF);
+    then every line is mapped through a table of the invalid ones.
     """
     lines = data.split(LF)
-    suspects = set(filterfalse(bytes.isascii, set(lines)))
-    invalid = suspects.difference(filter(_UTF8_LINE.fullmatch, suspects))
+    suspects = list(filterfalse(bytes.isascii, set(lines)))
+    decoded = LF.join(suspects).decode(errors="replace").encode().split(LF)
+    invalid = list(compress(suspects, map(ne, decoded, suspects)))
     table = dict.fromkeys(invalid, _ERROR_LF)
     table.update(dict.fromkeys(filter(_ENDS_IN_CR, invalid), _ERROR_CRLF))
     return LF.join(map(table.get, lines, lines))

@@ -176,7 +176,9 @@ def test_a_killed_server_is_marked_down_new_sessions_go_elsewhere_and_others_are
 
 
 def test_a_server_stopped_with_sigterm_drains_through_haproxy_with_no_reply_lost(cluster):
-    count, size = 400, 2000  # about 800 KB of replies, under the server's 1 MiB output bound
+    # About 200 KB of replies still in flight when the SIGTERM comes, and a transcript the
+    # console holds whole even when it cannot keep up (S6 drops lines only past its backlog).
+    count, size = 400, 500
     client = cluster.connect()
     try:
         assert client.request("primero") == "PRIMERO"

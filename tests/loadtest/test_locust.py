@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import time
 import urllib.parse
 import urllib.request
@@ -10,6 +11,7 @@ import urllib.request
 import pytest
 
 from loadtest.servers import RunningServer, ServerSpec
+from tests.hardening.harness import wait_until
 from tests.loadtest.locustrun import failures, finish, free_port, start_locust, stats, stop
 from tests.serverproc import quiet, running_server
 from tests.tlskit import make_cert, needs_openssl
@@ -122,23 +124,35 @@ def test_distributed_run_with_one_master_and_two_workers(tmp_path):
 
 def test_a_wrong_reply_is_a_failure_that_says_what_differs(tmp_path):
     prefix = tmp_path / "wrong"
+    wanted = "reply differs from the upper-cased message: expected"
+
+    def reported() -> bool:
+        try:
+            return any(wanted in row["Error"] for row in failures(prefix))
+        except (OSError, KeyError):
+            return False  # not written yet (Locust rewrites its CSV files every second)
+
     with RunningServer(CARELESS) as careless:
         host, port = careless.wait_started()
         proc = start_locust(
             "--headless",
             "-u", "4",
             "-r", "4",
-            "-t", "3s",
+            "-t", "120s",  # stopped below as soon as the failure is on record, however slow the machine
             "--host", f"tcp://{host}:{port}",
             "--csv", str(prefix),
             "--disconnect-rate", "0",
             "--think-time", "0.01",
             cwd=tmp_path,
         )  # fmt: skip
-        code, output = finish(proc, timeout=120)
+        try:
+            wait_until(lambda: reported() or proc.poll() is not None, 120, "a failure row from Locust")
+        finally:
+            proc.send_signal(signal.SIGTERM)  # a headless run stops, writes its CSV files and exits
+            code, output = finish(proc, timeout=60)
     assert code == 1, output[-3000:]
     errors = [row["Error"] for row in failures(prefix)]
-    assert any("reply differs from the upper-cased message: expected" in error for error in errors), errors
+    assert any(wanted in error for error in errors), (errors, output[-3000:])
     assert _count(stats(prefix), "Aggregated", "Failure Count") > 0
 
 

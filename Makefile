@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # The server alone: what `make run` needs, installed in seconds.
 RUN_STAMP := $(VENV)/.installed-run
 
-.PHONY: run test test-fast lint bench diagram clean system-deps cluster mutation
+.PHONY: run test soak lint bench diagram clean system-deps cluster mutation
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -47,13 +47,13 @@ system-deps:
 	  fi; \
 	fi
 
-## test: create/update .venv and run the whole suite
+## test: create/update .venv and run the suite (all but the minutes-long soak: `make soak`)
 test: $(STAMP) system-deps
-	$(BIN)/python -m pytest
-
-## test-fast: the suite without the slow soak
-test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m 'not slow'
+
+## soak: minutes of mixed load with churn; memory, threads and descriptors must stay flat (long; not part of `make test`)
+soak: $(STAMP) system-deps
+	$(BIN)/python -m pytest -m slow -s
 
 ## mutation: mutmut over statemachine/ and a sample of server/worker.py, with a summary (long; not part of `make test`)
 mutation: $(STAMP)

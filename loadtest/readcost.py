@@ -12,6 +12,7 @@ the bench's W6 reports the same figures.
 from __future__ import annotations
 
 import argparse
+import time
 import timeit
 from collections.abc import Callable
 
@@ -61,9 +62,11 @@ def _session(hooked: bool) -> Session:
 def read_costs(hooked: bool = False, number: int = 3, rounds: int = 15) -> dict[str, float]:
     """Seconds per 64 KiB read, for every content in :data:`CONTENTS`.
 
-    The contents take turns, round after round, and each keeps its best round:
-    on a shared machine a burst of load then spoils a round of each, not all of
-    one content's.
+    Timed in the CPU time of the thread doing the work, not by the wall clock,
+    so other processes on a shared machine do not count; and the contents take
+    turns, round after round, each keeping its best round, so what load still
+    shows through (caches, frequency) spoils a round of each, not all of one
+    content's.
     """
     sessions = {name: _session(hooked) for name in CONTENTS}
     for name, data in CONTENTS.items():
@@ -73,7 +76,7 @@ def read_costs(hooked: bool = False, number: int = 3, rounds: int = 15) -> dict[
     for _ in range(rounds):
         for name, data in CONTENTS.items():
             receive = sessions[name].receive
-            seconds = timeit.timeit(lambda: receive(data, 0.0), number=number) / number  # noqa: B023
+            seconds = timeit.timeit(lambda: receive(data, 0.0), timer=time.thread_time, number=number) / number  # noqa: B023
             best[name] = min(best[name], seconds)
     return best
 

@@ -36,7 +36,7 @@ from server.logs import LOGGER_NAME, escape
 from server.messages import texts
 from server.sharing import SharedLimit
 from server.tls import TlsServer, TlsSetupError, server_context
-from server.worker import REFUSED_LINGERING, Worker
+from server.worker import CLOSED_LINGERING, REFUSED_LINGERING, Worker
 from statemachine.session import ERROR_BUSY
 
 log = logging.getLogger(LOGGER_NAME)
@@ -106,7 +106,7 @@ def open_listener(host: str, port: int, reuse_port: bool = False) -> socket.sock
     return sock
 
 
-def raise_fd_limit(max_connections: int, refused: int = 0) -> None:
+def raise_fd_limit(max_connections: int, lingering: int = 0) -> None:
     """S5: lift the soft open-file limit to the hard one; warn if it is still too low."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if hard == resource.RLIM_INFINITY or soft < hard:
@@ -116,7 +116,7 @@ def raise_fd_limit(max_connections: int, refused: int = 0) -> None:
             soft = target
         except (ValueError, OSError):
             pass  # keep the soft limit we have
-    needed = max_connections + _FD_RESERVE + refused  # refused: the refusals allowed to linger at once
+    needed = max_connections + _FD_RESERVE + lingering  # the refused and closed connections allowed to linger at once
     if soft != resource.RLIM_INFINITY and needed > soft:
         log.warning(
             "--max-connections %d needs about %d file descriptors but the limit is %d; "
@@ -200,7 +200,7 @@ class Server:
         self._listener = listener
 
     def raise_fd_limit(self) -> None:
-        raise_fd_limit(self.config.max_connections, len(self.workers) * REFUSED_LINGERING)
+        raise_fd_limit(self.config.max_connections, len(self.workers) * (REFUSED_LINGERING + CLOSED_LINGERING))
 
     def warn_if_exposed(self, host: str) -> None:
         warn_if_exposed(host, self.config.max_per_address)

@@ -61,6 +61,7 @@ from server.logs import LOGGER_NAME, close, setup
 from server.messages import Texts, texts
 from server.sharing import SharedLimit
 from server.tls import TlsSetupError, server_context
+from server.worker import CLOSED_LINGERING, REFUSED_LINGERING
 
 log = logging.getLogger(LOGGER_NAME)
 
@@ -223,7 +224,8 @@ class Supervisor:
         return host, port
 
     def raise_fd_limit(self) -> None:
-        raise_fd_limit(self.config.max_connections)
+        # per process (the limit is each process's own): every session could land in one
+        raise_fd_limit(self.config.max_connections, self.config.workers * (REFUSED_LINGERING + CLOSED_LINGERING))
 
     def warn_if_exposed(self, host: str) -> None:
         warn_if_exposed(host, self.config.max_per_address)

@@ -75,6 +75,12 @@ _SESSION_IDS = itertools.count(1)
 #: refused connections cannot hold more descriptors than this (docs/reliability.md).
 REFUSED_LINGERING = 64
 REFUSED_LINGER = 2.0
+#: Closed sessions a worker lets linger at once (L13), each for at most the drain
+#: time.  A client that says DESCONEXION and never closes would otherwise hold a
+#: descriptor for the drain time outside --max-connections, and a fast enough
+#: loop of such clients could run the server out of descriptors.  Past this many,
+#: the one that has lingered longest is closed: it has had the most time to read.
+CLOSED_LINGERING = 1024
 
 log = logging.getLogger(LOGGER_NAME)
 
@@ -170,6 +176,7 @@ class Worker(threading.Thread):
         self._draining: dict[int, int] = {}
         self._refused_linger = min(self.drain, REFUSED_LINGER)
         self._refused_lingering = 0  # refused connections now in self.conns
+        self._closed_lingering: dict[Conn, None] = {}  # closed sessions lingering, oldest first
         self._timers: list[tuple[float, int, Conn]] = []
         self._seq = itertools.count()
         self._log_info = log.isEnabledFor(logging.INFO)
@@ -573,6 +580,11 @@ class Worker(threading.Thread):
         conn.linger_until = now + (self.drain if conn.session is not None else self._refused_linger)
         self._interest(conn)
         self._schedule(conn, conn.linger_until)
+        if conn.session is not None:
+            lingering = self._closed_lingering
+            lingering[conn] = None
+            if len(lingering) > CLOSED_LINGERING:
+                self._close(next(iter(lingering)))
 
     def _abort(self, conn: Conn) -> None:
         """Reset the connection: write error, client reset, or drain time exceeded."""
@@ -603,6 +615,8 @@ class Worker(threading.Thread):
         del self.conns[conn.fd]
         if conn.session is None:
             self._refused_lingering -= 1
+        elif conn.linger_until is not None:
+            self._closed_lingering.pop(conn, None)
         sock.close()
         if self._accept_resume_at is not None:
             self._accept_resume_at = 0.0  # a descriptor is free: try accepting again now

@@ -1,8 +1,9 @@
-"""Descriptors under a flood of refusals and at the descriptor limit (L10, S5; docs/reliability.md).
+"""Descriptors under a flood of refusals and at the descriptor limit (L10, L13, S5; docs/reliability.md).
 
 A refused connection lingers briefly so that its client reads the refusal
 line rather than a reset, but a flood of them cannot hold more than a fixed
-number of descriptors; and alternating failures and recoveries at the
+number of descriptors; nor can a flood of sessions that say DESCONEXION and
+never close, though each closed session lingers for the drain time; and alternating failures and recoveries at the
 descriptor limit cannot flood the console with warnings.
 """
 
@@ -15,7 +16,7 @@ import time
 
 import pytest
 
-from server.worker import REFUSED_LINGERING
+from server.worker import CLOSED_LINGERING, REFUSED_LINGERING
 from tests.hardening.harness import ensure_fd_limit, hold_sessions, honest_round_trips, open_fds, report, wait_until
 from tests.wire import read_exactly, read_until_closed
 
@@ -49,6 +50,36 @@ def test_a_flood_of_refused_connections_holds_a_bounded_number_of_descriptors(st
             assert read_exactly(sock, len(f"SIGO {i}\n")) == f"SIGO {i}\n".encode()
     finally:
         for sock in clients + held:
+            sock.close()
+    wait_until(lambda: open_fds(srv) <= fds_idle, 60, "every connection closed")
+
+
+def test_closed_sessions_that_never_close_hold_a_bounded_number_of_descriptors(start_server):
+    """L13 lingers after the last reply; a loop of clients that say DESCONEXION and keep their
+    end open frees every --max-connections slot at once, so only the lingering cap bounds them."""
+    extra = 200
+    ensure_fd_limit(CLOSED_LINGERING + extra + 300)
+    # one worker (one cap), and a drain time long enough that every one would still linger
+    srv = start_server("-q", "--workers", "1", "--max-connections", "50", "--drain-timeout", "600")
+    fds_idle = open_fds(srv)
+    clients: list[socket.socket] = []
+    try:
+        for i in range(CLOSED_LINGERING + extra):
+            sock = socket.create_connection(srv.address, timeout=60)
+            clients.append(sock)
+            sock.sendall(f"adiós {i}\nDESCONEXION\n".encode())
+            # the replies, then the server's end of the stream: the session is CLOSED, its slot
+            # free (more sessions than --max-connections were served), and it lingers
+            assert read_until_closed(sock, timeout=60) == f"ADIÓS {i}\nDESCONEXION\n".encode(), i
+        wait_until(lambda: open_fds(srv) - fds_idle <= CLOSED_LINGERING, 60, "the lingering cap")
+        held = open_fds(srv) - fds_idle
+        report("closed flood", closed=len(clients), descriptors_held=held, cap=CLOSED_LINGERING)
+        # exactly the cap: the newest linger (they have had the least time to read), the
+        # oldest were closed to make room
+        assert held == CLOSED_LINGERING
+        honest_round_trips(srv.address)
+    finally:
+        for sock in clients:
             sock.close()
     wait_until(lambda: open_fds(srv) <= fds_idle, 60, "every connection closed")
 

@@ -57,6 +57,7 @@ class Settings:
     driver_processes: int = 2
     holding_processes: int = 4
     w6_seconds: float = 2.0
+    w6_patience: float = noisy.PATIENCE  # seconds the honest client waits for a reply before giving up
 
 
 # Many short rounds rather than a few long ones: on a shared machine the noise
@@ -85,6 +86,7 @@ QUICK = Settings(
     w5_lines=20_000,
     w5_rounds=1,
     w6_seconds=0.3,
+    w6_patience=1.0,  # a smoke run need not wait 5 s to see that a peer answers nothing
 )
 
 
@@ -126,7 +128,7 @@ WORKLOADS: dict[str, Workload] = {
         Workload("W5", lambda s, c: driver.pipelined(s, c.w5_lines), lambda c: c.w5_rounds),
         Workload(
             "W6",
-            lambda s, c: noisy.noisy_neighbours(s, c.w6_seconds),
+            lambda s, c: noisy.noisy_neighbours(s, c.w6_seconds, c.w6_patience),
             lambda c: min(c.rounds, 3),  # four runs of W1 per round, each beside its abusers
             concurrent=True,
         ),

@@ -81,8 +81,8 @@ def honest_client(job: tuple[driver.Address, float], ready: driver.Ready) -> dic
         }
 
 
-def _honest(server: RunningServer, duration: float) -> driver.Sample:
-    with driver.Crew(honest_client, [(server.address, duration + PATIENCE)]) as crew:
+def _honest(server: RunningServer, duration: float, patience: float) -> driver.Sample:
+    with driver.Crew(honest_client, [(server.address, duration + patience)]) as crew:
         results, server_cpu = driver._timed(server, crew, duration)
     (result,) = results
     elapsed = result["finished"] - result["started"]
@@ -96,10 +96,12 @@ def _honest(server: RunningServer, duration: float) -> driver.Sample:
     )
 
 
-def _honest_beside(server: RunningServer, abusers: int, duration: float) -> tuple[driver.Sample, dict[str, int]]:
+def _honest_beside(
+    server: RunningServer, abusers: int, duration: float, patience: float
+) -> tuple[driver.Sample, dict[str, int]]:
     """W1 on one connection while ``abusers`` connections abuse the server."""
     if not abusers:
-        return _honest(server, duration), {"sent": 0, "received": 0}
+        return _honest(server, duration, patience), {"sent": 0, "received": 0}
     stop = multiprocessing.get_context("forkserver").Event()
     jobs = [(server.address, n, stop) for n in driver.split(abusers, ABUSER_PROCESSES)]
     with driver.Crew(abuser_client, jobs) as crew:
@@ -107,15 +109,17 @@ def _honest_beside(server: RunningServer, abusers: int, duration: float) -> tupl
         crew.go(time.monotonic() + driver.SETUP_TIMEOUT)  # a backstop: they stop when told
         try:
             time.sleep(WARM_UP)
-            honest = _honest(server, duration)
+            honest = _honest(server, duration, patience)
         finally:
             stop.set()
         results = crew.results(timeout=driver.SETUP_TIMEOUT)
     return honest, {key: sum(r[key] for r in results) for key in ("sent", "received")}
 
 
-def noisy_neighbours(server: RunningServer, duration: float) -> driver.Sample:
+def noisy_neighbours(server: RunningServer, duration: float, patience: float = PATIENCE) -> driver.Sample:
     """One W6 round: the honest client beside each number of abusers in ``LEVELS``.
+
+    ``patience``: seconds the honest client waits for one reply before it gives up.
 
     The sample's figure and latencies are those with the most abusers; ``extra``
     holds every level's p50 and p99 (us), round trips/s and its ratios to none.
@@ -124,7 +128,7 @@ def noisy_neighbours(server: RunningServer, duration: float) -> driver.Sample:
     samples = {}
     for abusers in LEVELS:
         try:
-            sample, traffic = _honest_beside(server, abusers, duration)
+            sample, traffic = _honest_beside(server, abusers, duration, patience)
         except driver.DriverError as exc:  # the honest client was not served at all: say so, go on
             extra[f"failed_{abusers}"] = str(exc)
             sample = driver.Sample(float("nan"), 0, duration, 0.0, 0.0, [float("inf")])

@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     if config.metrics is not None:
         try:
             if supervised:  # the supervisor serves the sum of its processes' counts
-                endpoint = server.metrics.serve(*config.metrics)
+                endpoint = server.serve_metrics(*config.metrics)
             else:
                 endpoint = Endpoint(*config.metrics, Collector(server.workers))
         except MetricsError as exc:

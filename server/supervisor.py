@@ -63,6 +63,7 @@ from server.app import Server, StartError, open_listener, raise_fd_limit, warn_i
 from server.config import Config
 from server.logs import LOGGER_NAME, close, setup
 from server.messages import Texts, texts
+from server.metrics import Endpoint
 from server.metricshare import SharedMetrics
 from server.sharing import SharedLimit
 from server.tls import TlsSetupError, server_context
@@ -231,6 +232,18 @@ class Supervisor:
 
     def raise_fd_limit(self) -> None:
         raise_fd_limit(self.config.max_connections)
+
+    def serve_metrics(self, host: str, port: int) -> Endpoint:
+        """Serve ``--metrics`` here, for every process (needs ``config.metrics``).
+
+        The endpoint's thread starts with the supervisor's signals blocked, as its
+        threads inherit: a SIGCHLD or SIGTERM the kernel handed to it would be lost
+        to :meth:`serve`'s ``sigtimedwait``."""
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
+        try:
+            return self.metrics.serve(host, port)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
 
     def warn_if_exposed(self, host: str) -> None:
         warn_if_exposed(host, self.config.max_per_address)

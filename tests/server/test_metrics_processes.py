@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator
 import psutil
 import pytest
 
-from statemachine.session import ERROR_BUSY, error_too_long
+from statemachine.session import ERROR_BUSY, ERROR_SHUTDOWN, error_too_long
 from tests.server.test_metrics_live import Scrape, expected, ours, scrape, scrape_text, scrape_until, value
 from tests.server.test_processes import _STARTED, _owner, _pids
 from tests.serverproc import ServerProcess
@@ -232,6 +232,30 @@ def test_a_killed_process_takes_no_count_away_and_its_replacement_adds_on(start)
         assert all(later[key] >= number for key, number in _counters(before).items())
         assert value(samples, "upperecho_received_bytes_total") == script.received
         assert value(samples, "upperecho_sent_bytes_total") == script.sent
+    finally:
+        held.close()
+    assert server.stop() == 0, (server.stderr, server.stdout)
+
+
+def test_a_process_that_drains_on_its_own_publishes_its_last_counts(start):
+    """SIGTERM to one process: its drain's closes reach the total although it exits at once afterwards."""
+    server = start()
+    url = _metrics_url(server)
+    pids = _pids(server, 2)
+    script = Script(server, list(pids.values()))
+    held = script.session_on(pids[1])
+    try:
+        scrape_until(url, script.settled({"ECHOING": 1}))
+        mark = len(server.stderr)
+        os.kill(pids[1], signal.SIGTERM)
+        notice = (ERROR_SHUTDOWN + "\n").encode()
+        assert read_until_closed(held) == notice
+        held.close()  # its lingering close ends now, and the process exits
+        script.sent += len(notice)
+        script.closed["shutdown"] += 1
+        server.wait_for_text(f"El proceso 1 (pid {pids[1]}) terminó con estado 0", stream="stderr", start=mark)
+        samples = scrape_until(url, script.settled({}))
+        assert value(samples, "upperecho_sessions_closed_total", reason="shutdown") == 1
     finally:
         held.close()
     assert server.stop() == 0, (server.stderr, server.stdout)

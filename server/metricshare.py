@@ -130,7 +130,7 @@ class SharedMetrics:
     """The region of per-process blocks, and the supervisor's sum over them (a ``prometheus_client`` collector).
 
     Created by the supervisor before it forks; a process writes only its own block,
-    through :meth:`publisher`.  The supervisor's endpoint thread reads the blocks and
+    through :meth:`in_child`.  The supervisor's endpoint thread reads the blocks and
     its main thread retires a dead process's, both under :attr:`_lock`."""
 
     def __init__(self, processes: int) -> None:

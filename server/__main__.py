@@ -8,7 +8,7 @@ import sys
 from server import logs
 from server.app import Server, StartError
 from server.config import parse
-from server.metrics import Endpoint, MetricsError
+from server.metrics import Collector, Endpoint, MetricsError
 from server.options import UsageError
 
 
@@ -36,7 +36,10 @@ def main(argv: list[str] | None = None) -> int:
     endpoint = None
     if config.metrics is not None:
         try:
-            endpoint = Endpoint(*config.metrics, server.workers)
+            if supervised:  # the supervisor serves the sum of its processes' counts
+                endpoint = server.serve_metrics(*config.metrics)
+            else:
+                endpoint = Endpoint(*config.metrics, Collector(server.workers))
         except MetricsError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 1

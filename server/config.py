@@ -233,11 +233,6 @@ def parse(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None =
         values["log_level"] = "warning"
     if (values["tls_cert"] is None) != (values["tls_key"] is None):
         raise UsageError("--tls-cert and --tls-key go together: give both, or neither")
-    if values["metrics"] is not None and values["processes"] > 1:
-        raise UsageError(
-            "--metrics with --processes is not supported yet: run one process per metrics endpoint "
-            "(see docs/operations.md)"
-        )
     if values["tls_cert"] is not None and values["proxy_protocol"] != PROXY_OFF:
         raise UsageError(
             "--proxy-protocol with --tls-cert is not supported: terminate TLS at the proxy "

@@ -122,20 +122,37 @@ def _sum_dicts(dicts: Iterable[dict[str, int]], keys: Iterable[str]) -> dict[str
     return total
 
 
-def _sum_histograms(histograms: Sequence[Histogram], bounds: Sequence[float]) -> tuple[list[tuple[str, int]], float]:
-    """Cumulative ``(le, count)`` buckets and the sum, as Prometheus histograms expose them."""
-    counts = [0] * (len(bounds) + 1)
-    total = 0.0
-    for histogram in histograms:
-        for i, count in enumerate(list(histogram.counts)):
-            counts[i] += count
-        total += histogram.total
+def _add_histogram(into: Histogram, source: Histogram) -> None:
+    for i, count in enumerate(list(source.counts)):  # a copy: the worker may count meanwhile
+        into.counts[i] += count
+    into.total += source.total
+
+
+def _cumulative(histogram: Histogram) -> list[tuple[str, int]]:
+    """Cumulative ``(le, count)`` buckets, as Prometheus histograms expose them."""
     buckets = []
     running = 0
-    for bound, count in zip([*map(repr, bounds), "+Inf"], counts, strict=True):
+    for bound, count in zip([*map(repr, histogram.bounds), "+Inf"], histogram.counts, strict=True):
         running += count
         buckets.append((bound, running))
-    return buckets, total
+    return buckets
+
+
+class Totals:
+    """What one scrape shows, summed over loops (or processes): the figures :func:`families` exposes."""
+
+    __slots__ = ("bytes_in", "bytes_out", "closed", "duration", "latency", "messages", "opened", "refused", "states")
+
+    def __init__(self) -> None:
+        self.states: dict[str, int] = dict.fromkeys(STATES, 0)
+        self.opened = 0
+        self.closed: dict[str, int] = {}
+        self.messages = 0
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self.refused: dict[str, int] = {}
+        self.latency = Histogram(LATENCY_BUCKETS)
+        self.duration = Histogram(DURATION_BUCKETS)
 
 
 class Collector:
@@ -155,71 +172,86 @@ class Collector:
                     counts[session.state] = counts.get(session.state, 0) + 1
         return counts
 
-    def collect(self) -> Iterator[Any]:
-        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
-
+    def totals(self) -> Totals:
+        """The workers' counters added up, and the sessions they hold by state, now."""
         counters = [worker.counters for worker in self.workers if worker.counters is not None]
-        sessions = GaugeMetricFamily(
-            f"{PREFIX}_sessions",
-            "Sessions the server holds, by state of the session machine (CLOSED: lingering before the socket closes).",
-            labels=["state"],
-        )
-        for state, count in self.states().items():
-            sessions.add_metric([state], count)
-        yield sessions
-        yield CounterMetricFamily(
-            f"{PREFIX}_sessions_opened", "Sessions started.", value=sum(c.opened for c in counters)
-        )
-        closed = CounterMetricFamily(
-            f"{PREFIX}_sessions_closed", "Sessions ended, by the trigger that ended them.", labels=["reason"]
-        )
-        for reason, count in sorted(_sum_dicts((c.closed for c in counters), self.reasons).items()):
-            closed.add_metric([reason], count)
-        yield closed
-        yield CounterMetricFamily(
-            f"{PREFIX}_messages",
-            "Messages answered (an invalid-UTF-8 message counts; a server notice does not).",
-            value=sum(c.messages for c in counters),
-        )
-        yield CounterMetricFamily(
-            f"{PREFIX}_received_bytes", "Bytes read from clients.", value=sum(c.bytes_in for c in counters)
-        )
-        yield CounterMetricFamily(
-            f"{PREFIX}_sent_bytes", "Bytes handed to the kernel for clients.", value=sum(c.bytes_out for c in counters)
-        )
-        refused = CounterMetricFamily(
-            f"{PREFIX}_connections_refused", "Connections refused before a session began, by reason.", labels=["reason"]
-        )
-        for reason, count in sorted(_sum_dicts((c.refused for c in counters), REFUSAL_REASONS).items()):
-            refused.add_metric([reason], count)
-        yield refused
-        buckets, total = _sum_histograms([c.latency for c in counters], LATENCY_BUCKETS)
-        yield HistogramMetricFamily(
-            f"{PREFIX}_reply_latency_seconds",
-            "From the loop's wake-up that read a message to the end of that turn, its reply handed to the kernel.",
-            buckets=buckets,
-            sum_value=total,
-        )
-        buckets, total = _sum_histograms([c.duration for c in counters], DURATION_BUCKETS)
-        yield HistogramMetricFamily(
-            f"{PREFIX}_session_duration_seconds",
-            "From accepting a connection to its session reaching CLOSED.",
-            buckets=buckets,
-            sum_value=total,
-        )
+        totals = Totals()
+        totals.states = self.states()
+        totals.opened = sum(c.opened for c in counters)
+        totals.closed = _sum_dicts((c.closed for c in counters), self.reasons)
+        totals.messages = sum(c.messages for c in counters)
+        totals.bytes_in = sum(c.bytes_in for c in counters)
+        totals.bytes_out = sum(c.bytes_out for c in counters)
+        totals.refused = _sum_dicts((c.refused for c in counters), REFUSAL_REASONS)
+        for c in counters:
+            _add_histogram(totals.latency, c.latency)
+            _add_histogram(totals.duration, c.duration)
+        return totals
+
+    def collect(self) -> Iterator[Any]:
+        return families(self.totals())
+
+
+def families(totals: Totals) -> Iterator[Any]:
+    """The metric families of a scrape: one place for every name, help text and label (O4)."""
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+
+    sessions = GaugeMetricFamily(
+        f"{PREFIX}_sessions",
+        "Sessions the server holds, by state of the session machine (CLOSED: lingering before the socket closes).",
+        labels=["state"],
+    )
+    for state, count in totals.states.items():
+        sessions.add_metric([state], count)
+    yield sessions
+    yield CounterMetricFamily(f"{PREFIX}_sessions_opened", "Sessions started.", value=totals.opened)
+    closed = CounterMetricFamily(
+        f"{PREFIX}_sessions_closed", "Sessions ended, by the trigger that ended them.", labels=["reason"]
+    )
+    for reason, count in sorted(totals.closed.items()):
+        closed.add_metric([reason], count)
+    yield closed
+    yield CounterMetricFamily(
+        f"{PREFIX}_messages",
+        "Messages answered (an invalid-UTF-8 message counts; a server notice does not).",
+        value=totals.messages,
+    )
+    yield CounterMetricFamily(f"{PREFIX}_received_bytes", "Bytes read from clients.", value=totals.bytes_in)
+    yield CounterMetricFamily(f"{PREFIX}_sent_bytes", "Bytes handed to the kernel for clients.", value=totals.bytes_out)
+    refused = CounterMetricFamily(
+        f"{PREFIX}_connections_refused", "Connections refused before a session began, by reason.", labels=["reason"]
+    )
+    for reason, count in sorted(totals.refused.items()):
+        refused.add_metric([reason], count)
+    yield refused
+    yield HistogramMetricFamily(
+        f"{PREFIX}_reply_latency_seconds",
+        "From the loop's wake-up that read a message to the end of that turn, its reply handed to the kernel.",
+        buckets=_cumulative(totals.latency),
+        sum_value=totals.latency.total,
+    )
+    yield HistogramMetricFamily(
+        f"{PREFIX}_session_duration_seconds",
+        "From accepting a connection to its session reaching CLOSED.",
+        buckets=_cumulative(totals.duration),
+        sum_value=totals.duration.total,
+    )
 
 
 class Endpoint:
-    """The HTTP server that answers ``GET /metrics``, on a thread of its own."""
+    """The HTTP server that answers ``GET /metrics``, on a thread of its own.
 
-    def __init__(self, host: str, port: int, workers: Sequence[Worker]) -> None:
+    ``collector`` is a :class:`Collector` over one process's loops, or the
+    supervisor's sum over its processes (:mod:`server.metricshare`)."""
+
+    def __init__(self, host: str, port: int, collector: Any) -> None:
         try:
             from prometheus_client import CollectorRegistry, start_http_server
             from prometheus_client.process_collector import ProcessCollector
         except ImportError:
             raise MetricsError(f"--metrics needs the {PACKAGE} package: pip install 'upperecho[metrics]'") from None
         registry = CollectorRegistry(auto_describe=False)
-        registry.register(Collector(workers))
+        registry.register(collector)
         ProcessCollector(registry=registry)
         try:
             self._httpd, self._thread = start_http_server(port, addr=host, registry=registry)
@@ -237,6 +269,10 @@ class Endpoint:
     def close(self) -> None:
         self._httpd.shutdown()
         self._httpd.server_close()
+
+    def close_in_child(self) -> None:
+        """Let go of the copy of the listening socket a forked process inherits (its server thread is not there)."""
+        self._httpd.socket.close()
 
 
 def format_host(host: str) -> str:

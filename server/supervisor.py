@@ -14,7 +14,10 @@ supervisor keeps every socket open, so a process that is restarted finds its
 socket with the connections that queued meanwhile.  Forking after the bind is
 the simplest way to hand sockets over on Linux, and it keeps a process's
 start-up to a fork rather than a new interpreter.  The supervisor has no
-threads, so the fork is safe; it never touches a client byte.
+threads, so the fork is safe; it never touches a client byte.  (With
+``--metrics`` it has one, the endpoint's, which holds nothing a process uses:
+its own registry and lock, a silent HTTP handler; the process closes its copy
+of the endpoint's socket.)
 
 It waits for signals synchronously (``sigtimedwait`` on SIGINT, SIGTERM and
 SIGCHLD, blocked for that): no handler runs in the middle of its bookkeeping.
@@ -34,7 +37,8 @@ SIGCHLD, blocked for that): no handler runs in the middle of its bookkeeping.
   cut short the same way (exit 1).
 * A process whose supervisor dies gets SIGTERM from the kernel and drains.
 
-``--max-connections`` stays one total, shared through :mod:`server.sharing`.
+``--max-connections`` stays one total, shared through :mod:`server.sharing`;
+``--metrics`` reports the whole server, summed through :mod:`server.metricshare`.
 
 The supervisor's states, and each process's, are declared below as plain lists
 for one ``transitions`` machine each (``auto_transitions=False``), like the
@@ -59,6 +63,8 @@ from server.app import Server, StartError, open_listener, raise_fd_limit, warn_i
 from server.config import Config
 from server.logs import LOGGER_NAME, close, setup
 from server.messages import Texts, texts
+from server.metrics import Endpoint
+from server.metricshare import SharedMetrics
 from server.sharing import SharedLimit
 from server.tls import TlsSetupError, server_context
 from server.worker import CLOSED_LINGERING, REFUSED_LINGERING
@@ -205,6 +211,8 @@ class Supervisor:
         self.state = INITIAL
         self.processes = [Process(i) for i in range(config.processes)]
         self.shared = SharedLimit(config.max_connections, config.processes)
+        #: the processes' counts for --metrics, served by the supervisor (None when off)
+        self.metrics = SharedMetrics(config.processes) if config.metrics is not None else None
         self._listeners: list = []
         self._mask: set[int] = set()
         self._deadline: float | None = None
@@ -226,6 +234,18 @@ class Supervisor:
     def raise_fd_limit(self) -> None:
         # per process (the limit is each process's own): every session could land in one
         raise_fd_limit(self.config.max_connections, self.config.workers * (REFUSED_LINGERING + CLOSED_LINGERING))
+
+    def serve_metrics(self, host: str, port: int) -> Endpoint:
+        """Serve ``--metrics`` here, for every process (needs ``config.metrics``).
+
+        The endpoint's thread starts with the supervisor's signals blocked, as its
+        threads inherit: a SIGCHLD or SIGTERM the kernel handed to it would be lost
+        to :meth:`serve`'s ``sigtimedwait``."""
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
+        try:
+            return self.metrics.serve(host, port)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
 
     def warn_if_exposed(self, host: str) -> None:
         warn_if_exposed(host, self.config.max_per_address)
@@ -295,6 +315,8 @@ class Supervisor:
             if process is None:
                 continue
             self.shared.forget(process.index)
+            if self.metrics is not None:  # its counters join the running total before the slot is reused
+                self.metrics.retire(process.index)
             code = os.waitstatus_to_exitcode(status)
             if self.state == RUNNING:
                 fire(PROCESS_MACHINE, process, "died")
@@ -402,6 +424,7 @@ class Supervisor:
             setup(self.config.log_level, self.config.log_format)  # this process's own handlers
             server = Server(self.config, self.shared.for_slot(index))
             server.second_signal_exits = False
+            publisher = None if self.metrics is None else self.metrics.in_child(index, server)
             for other, listener in enumerate(self._listeners):
                 if other != index:  # a stopped process must not keep another's socket open
                     listener.close()
@@ -413,7 +436,11 @@ class Supervisor:
             _drain_when_orphaned(self._pid)
             signal.pthread_sigmask(signal.SIG_SETMASK, self._mask)
             log.info(self.texts.process_started.format(index=index + 1, count=len(self.processes), pid=os.getpid()))
+            if publisher is not None:
+                publisher.start()
             status = server.serve()
+            if publisher is not None:
+                publisher.finish()
         except Exception as exc:
             log.error("process %d failed: %s", index + 1, exc)
         finally:

@@ -42,6 +42,9 @@ CONTENTS: dict[str, bytes] = {
     "CRLF lines": _fill(b"\r\n"),
     "near misses of the word": _fill("desconexió\n".encode()),
     "accented word pieces": _fill("dëscönëxï\n".encode()),
+    # a character beyond the Basic Multilingual Plane makes the disconnect search take its slower pattern
+    "near misses, one emoji": "😀\n".encode() + _fill("desconexió\n".encode(), READ_SIZE - 5),
+    "emoji with x": _fill("😀x\n".encode()),
     "ŉ (upper case grows)": _fill("ŉ\n".encode()),
     "ΐ (upper case x3)": _fill("ΐ\n".encode()),
     "one 64 KiB line": b"a" * (READ_SIZE - 1) + b"\n",

@@ -34,7 +34,8 @@ SIGCHLD, blocked for that): no handler runs in the middle of its bookkeeping.
   cut short the same way (exit 1).
 * A process whose supervisor dies gets SIGTERM from the kernel and drains.
 
-``--max-connections`` stays one total, shared through :mod:`server.sharing`.
+``--max-connections`` and ``--max-per-address`` stay one total each, shared
+through :mod:`server.sharing`.
 
 The supervisor's states, and each process's, are declared below as plain lists
 for one ``transitions`` machine each (``auto_transitions=False``), like the
@@ -203,7 +204,7 @@ class Supervisor:
         self.texts: Texts = texts(config.lang)
         self.state = INITIAL
         self.processes = [Process(i) for i in range(config.processes)]
-        self.shared = SharedLimit(config.max_connections, config.processes)
+        self.shared = SharedLimit(config.max_connections, config.processes, config.max_per_address)
         self._listeners: list = []
         self._mask: set[int] = set()
         self._deadline: float | None = None

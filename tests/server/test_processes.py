@@ -22,7 +22,7 @@ import pytest
 
 from server.config import parse
 from server.options import UsageError
-from server.sharing import SharedLimit, read_counts
+from server.sharing import BUSY, SharedLimit, read_counts
 from tests.serverproc import ROOT, ServerProcess
 from tests.wire import connect, read_exactly, read_lines, read_until_closed
 
@@ -139,12 +139,12 @@ def test_processes_flag_and_variable_are_range_checked():
 def test_the_shared_limit_counts_every_slot_and_forgets_a_dead_ones():
     table = SharedLimit(total=3, processes=2)
     first = table.for_slot(0)
-    assert first.take() and first.take()
+    assert first.take() is None and first.take() is None
     second = table.for_slot(1)
-    assert second.take()
-    assert not second.take(), "the total is 3 across both slots"
+    assert second.take() is None
+    assert second.take() == BUSY, "the total is 3 across both slots"
     table.forget(0)  # process 0 died, and its two sessions with it
-    assert second.take() and second.take()
+    assert second.take() is None and second.take() is None
     second.release()
     assert table.open_now() == [0, 2]
     assert table.opened() == [2, 3]

@@ -51,6 +51,7 @@ import hashlib
 import ipaddress
 import mmap
 import os
+import socket
 import struct
 import tempfile
 
@@ -84,12 +85,14 @@ def pack_address(host: object) -> Address:
     BLAKE2 digest of its text, version 0."""
     text = str(host)
     try:
-        ip = ipaddress.ip_address(text)
-    except ValueError:
+        if ":" in text:  # IPv6, without a zone ("fe80::1%eth0")
+            version, value = 6, int.from_bytes(socket.inet_pton(socket.AF_INET6, text.partition("%")[0]))
+        else:
+            version, value = 4, int.from_bytes(socket.inet_pton(socket.AF_INET, text))
+    except (OSError, ValueError):
+        version = 0
         value = int.from_bytes(hashlib.blake2b(text.encode(errors="surrogateescape"), digest_size=16).digest())
-        return 0, value >> 64, value & _LOW
-    value = int(ip)
-    return ip.version, value >> 64, value & _LOW
+    return version, value >> 64, value & _LOW
 
 
 def unpack_address(key: Address) -> str:
@@ -123,7 +126,8 @@ class AddressTable:
         self.records = records
         self.cells = 1 << max(1, (2 * records - 1).bit_length())  # a power of two, at least twice the records
         self._mask = self.cells - 1
-        self._secret = os.urandom(16)  # inherited by the forked processes, so all hash alike
+        # keyed with a secret inherited by the forked processes, so all hash alike
+        self._hasher = hashlib.blake2b(key=os.urandom(16), digest_size=8)
         self._at_cells = _HEADER + _RECORD * records
         self._at_free = self._at_cells + _CELL * self.cells
         size = 8 * (self._at_free + records)
@@ -135,8 +139,9 @@ class AddressTable:
         self.rebuild()
 
     def _home(self, key: Address) -> int:
-        digest = hashlib.blake2b(_KEY.pack(*key), key=self._secret, digest_size=8).digest()
-        return int.from_bytes(digest, "little") & self._mask
+        hasher = self._hasher.copy()
+        hasher.update(_KEY.pack(*key))
+        return int.from_bytes(hasher.digest(), "little") & self._mask
 
     def _find(self, key: Address, home: int) -> int:
         """The word offset of ``key``'s cell, or of the empty cell that ends its probe."""
@@ -158,9 +163,14 @@ class AddressTable:
         """Open sessions from ``key`` in all processes."""
         return self._words[self._find(key, self._home(key))]
 
-    def add(self, slot: int, key: Address) -> int:
-        """Count a session of ``slot`` from ``key``; returns its record, for :meth:`remove`."""
+    def add(self, slot: int, key: Address, limit: int) -> int | None:
+        """Count a session of ``slot`` from ``key`` if ``key`` has fewer than ``limit``: its record
+        (for :meth:`remove`), or None."""
         words = self._words
+        home = self._home(key)
+        cell = self._find(key, home)
+        if words[cell] >= limit:
+            return None
         top = words[_FREE_TOP]
         if not top:  # at most --max-connections sessions are counted, and there are that many records
             raise SharingError("no free address record")
@@ -170,7 +180,7 @@ class AddressTable:
         at = _HEADER + _RECORD * record
         words[at + 1], words[at + 2], words[at + 3] = key
         words[at] = slot + 1  # the session counts from here
-        self._count(key, 1)
+        self._count(key, 1, home, cell)
         words[_DIRTY] = 0
         return record
 
@@ -214,10 +224,12 @@ class AddressTable:
         words[_FREE_TOP] = len(free)
         words[_DIRTY] = 0
 
-    def _count(self, key: Address, change: int) -> None:
+    def _count(self, key: Address, change: int, home: int = -1, at: int = -1) -> None:
+        """Change ``key``'s count (``home`` and its cell ``at``, if the caller has them)."""
         words = self._words
-        home = self._home(key)
-        at = self._find(key, home)
+        if at < 0:
+            home = self._home(key)
+            at = self._find(key, home)
         left = words[at] + change
         if left > 0:
             if not words[at]:
@@ -273,7 +285,7 @@ class SharedLimit:
         self._fd, self._map = _shared_memory(NAME, _SLOT.size * processes)
         self._cells = memoryview(self._map).cast("q")
         self._addresses = AddressTable(total, processes) if per_address else None
-        self._records: dict[Address, list[int]] = {}  # this process's sessions by address
+        self._records: dict[object, list[int]] = {}  # this process's sessions by address: their records
 
     def for_slot(self, slot: int) -> SharedLimit:
         """A view of the same table for the process that serves ``slot``, with no sessions of its own yet."""
@@ -309,12 +321,11 @@ class SharedLimit:
             fcntl.lockf(self._fd, fcntl.LOCK_UN)
 
     def _claim(self, address: object) -> bool:
-        table = self._addresses
-        table.recover()
-        key = pack_address(address)
-        if table.count(key) >= self.per_address:
+        self._addresses.recover()
+        record = self._addresses.add(self.slot, pack_address(address), self.per_address)
+        if record is None:
             return False
-        self._records.setdefault(key, []).append(table.add(self.slot, key))
+        self._records.setdefault(address, []).append(record)
         return True
 
     def release(self, address: object = None) -> None:
@@ -322,11 +333,10 @@ class SharedLimit:
         if address is None or self._addresses is None:
             self._cells[2 * self.slot] -= 1
             return
-        key = pack_address(address)
-        records = self._records[key]
+        records = self._records[address]
         record = records.pop()
         if not records:
-            del self._records[key]
+            del self._records[address]
         fcntl.lockf(self._fd, fcntl.LOCK_EX)
         try:
             self._addresses.recover()

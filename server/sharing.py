@@ -36,7 +36,7 @@ process's own lock).  The cost is two system calls per new session in a
 process under the supervisor, two more per session end with
 ``--max-per-address``, none per message, and none at all with one process.
 
-The tables live in ``memfd`` s named :data:`NAME` and :data:`ADDRESSES`, so
+The tables live in memfds named :data:`NAME` and :data:`ADDRESSES`, so
 tools can read them the way ``varnishstat`` reads Varnish's counters:
 :func:`read_counts` and :func:`read_addresses` open them through
 ``/proc/<supervisor pid>/fd`` (the benchmark does, to see how sessions spread).
@@ -81,8 +81,8 @@ class SharingError(Exception):
 def pack_address(host: object) -> Address:
     """An address as three words: its IP version and its 128 bits, so equal words mean the same address.
 
-    Anything that is not an IP address (no TCP peer is) is kept by a 128-bit
-    BLAKE2 digest of its text, version 0."""
+    An IPv6 zone (``%eth0``) is left out.  Anything that is not an IP address
+    (no TCP peer is) is kept by a 128-bit BLAKE2 digest of its text, version 0."""
     text = str(host)
     try:
         if ":" in text:  # IPv6, without a zone ("fe80::1%eth0")

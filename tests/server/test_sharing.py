@@ -8,6 +8,7 @@ wrap round the end, and deletion from the middle of a run are all exercised.
 
 from __future__ import annotations
 
+import array
 import ipaddress
 import itertools
 
@@ -103,8 +104,14 @@ def test_the_table_agrees_with_a_dict_at_every_step(total, per_address, steps):
 
 
 def _scribble(table: SharedLimit, seed: int) -> None:
+    """What a process killed mid-change may leave: a free record half written, the index and free stack anyhow."""
     addresses = table._addresses
     words = addresses._words
+    for record in range(addresses.records):
+        at = sharing._HEADER + sharing._RECORD * record
+        if words[at] == 0:  # the address goes in before the owner: a free record may hold any address
+            words[at + 1 : at + 4] = memoryview(array.array("Q", pack_address(_POOL[seed % len(_POOL)])))
+            break
     start = sharing._HEADER + sharing._RECORD * addresses.records
     for i, offset in enumerate(range(start, len(words))):
         words[offset] = (seed * (i + 1) * 2654435761) % (addresses.records + 3)

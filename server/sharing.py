@@ -136,7 +136,9 @@ class AddressTable:
         self._words[_PROCESSES] = processes
         self._words[_RECORDS] = records
         self._words[_CELLS] = self.cells
-        self.rebuild()
+        # a new memfd reads as zeros: no record is used and the index is empty; every record is free
+        self._words[self._at_free : self._at_free + records] = memoryview(array.array("Q", range(records)))
+        self._words[_FREE_TOP] = records
 
     def _home(self, key: Address) -> int:
         hasher = self._hasher.copy()

@@ -13,7 +13,9 @@ listening socket is left that nobody serves (S7).
 
 What is shared between workers lives here, under locks: the count of live
 sessions (L10) and of live sessions per client address (L15), and the rate of
-the console's busy and out-of-descriptor warnings.  Admission is one call,
+the console's busy and out-of-descriptor warnings.  In a process under
+``--processes`` both counts are the whole server's, kept in the table of
+:mod:`server.sharing`.  Admission is one call,
 ``admit(peer)`` when a connection arrives and ``session_ended(peer)`` when its
 session ends, keyed by the client's host (:func:`address_key`), so whatever
 decides which address a client has (the socket's peer today) changes one place.
@@ -34,7 +36,7 @@ from server import logs
 from server.config import Config
 from server.logs import LOGGER_NAME, escape
 from server.messages import texts
-from server.sharing import SharedLimit
+from server.sharing import BUSY, SharedLimit
 from server.tls import TlsServer, TlsSetupError, server_context
 from server.worker import CLOSED_LINGERING, REFUSED_LINGERING, Worker
 from statemachine.session import ERROR_BUSY
@@ -154,10 +156,8 @@ class Server:
         self.shared = shared
         self.texts = texts(config.lang)
         self._live = 0
-        self._per_address: dict[object, int] = {}
-        # L15 per process: with --processes N each takes its share of the total (docs/operations.md)
-        processes = max(1, config.processes)
-        self._per_address_limit = -(-config.max_per_address // processes)
+        self._per_address: dict[object, int] = {}  # L15 in this process alone (no shared table)
+        self._per_address_limit = config.max_per_address
         self._live_lock = threading.Lock()
         self._listener: socket.socket | None = None
         # The signal handler writes to _wake_w; the main thread sleeps in a read of _wake_r.
@@ -265,10 +265,14 @@ class Server:
         with self._live_lock:
             if self._live >= self.config.max_connections:
                 refusal = BUSY_LINE
+            elif self.shared is not None:  # the whole server's totals (O1), L15's among them
+                why = self.shared.take(address_key(peer) if per_address else None)
+                if why is None:
+                    self._live += 1
+                    return None
+                refusal = BUSY_LINE if why == BUSY else TOO_MANY_LINE
             elif per_address and self._per_address.get(key := address_key(peer), 0) >= per_address:
                 refusal = TOO_MANY_LINE
-            elif self.shared is not None and not self.shared.take():  # the whole server's total (O1)
-                refusal = BUSY_LINE
             else:
                 self._live += 1
                 if per_address:
@@ -283,7 +287,10 @@ class Server:
             return None
         with self._live_lock:
             key = address_key(peer)
-            if self._per_address.get(key, 0) < self._per_address_limit:
+            if self.shared is not None:
+                if self.shared.claim(key):
+                    return None
+            elif self._per_address.get(key, 0) < self._per_address_limit:
                 self._per_address[key] = self._per_address.get(key, 0) + 1
                 return None
         self._warn_refused(peer, TOO_MANY_LINE)
@@ -294,8 +301,8 @@ class Server:
         with self._live_lock:
             self._live -= 1
             if self.shared is not None:
-                self.shared.release()
-            if self._per_address_limit and by_address:
+                self.shared.release(address_key(peer) if self._per_address_limit and by_address else None)
+            elif self._per_address_limit and by_address:
                 key = address_key(peer)
                 left = self._per_address[key] - 1
                 if left:

@@ -37,8 +37,9 @@ SIGCHLD, blocked for that): no handler runs in the middle of its bookkeeping.
   cut short the same way (exit 1).
 * A process whose supervisor dies gets SIGTERM from the kernel and drains.
 
-``--max-connections`` stays one total, shared through :mod:`server.sharing`;
-``--metrics`` reports the whole server, summed through :mod:`server.metricshare`.
+``--max-connections`` and ``--max-per-address`` stay one total each, shared
+through :mod:`server.sharing`; ``--metrics`` reports the whole server, summed
+through :mod:`server.metricshare`.
 
 The supervisor's states, and each process's, are declared below as plain lists
 for one ``transitions`` machine each (``auto_transitions=False``), like the
@@ -210,7 +211,7 @@ class Supervisor:
         self.texts: Texts = texts(config.lang)
         self.state = INITIAL
         self.processes = [Process(i) for i in range(config.processes)]
-        self.shared = SharedLimit(config.max_connections, config.processes)
+        self.shared = SharedLimit(config.max_connections, config.processes, config.max_per_address)
         #: the processes' counts for --metrics, served by the supervisor (None when off)
         self.metrics = SharedMetrics(config.processes) if config.metrics is not None else None
         self._listeners: list = []

@@ -22,7 +22,9 @@ import pytest
 
 from server.config import parse
 from server.options import UsageError
-from server.sharing import SharedLimit, read_counts
+from server.sharing import BUSY, SharedLimit, read_addresses, read_counts
+from tests.hardening.harness import wait_until
+from tests.proxywire import v1, v2
 from tests.serverproc import ROOT, ServerProcess
 from tests.wire import connect, read_exactly, read_lines, read_until_closed
 
@@ -95,11 +97,13 @@ def _owner(pids: list[int], sock: socket.socket) -> int | None:
     return None
 
 
-def _session_on(server: ServerProcess, pid: int, pids: list[int], timeout: float = 30.0) -> socket.socket:
+def _session_on(
+    server: ServerProcess, pid: int, pids: list[int], timeout: float = 30.0, header: bytes = b""
+) -> socket.socket:
     """A connection served by process ``pid``: connect until the kernel's spread gives one to it."""
     deadline = time.monotonic() + timeout
     while True:
-        sock = _session(server.address)
+        sock = _session(server.address, header)
         if _owner(pids, sock) == pid:
             return sock
         sock.sendall(b"DESCONEXION\n")  # another process's: let it go, and its place with it
@@ -109,10 +113,10 @@ def _session_on(server: ServerProcess, pid: int, pids: list[int], timeout: float
             raise TimeoutError(f"no connection reached process {pid} within {timeout} s")
 
 
-def _session(address: tuple[str, int]) -> socket.socket:
-    """A connection that has had one reply, so its process has accepted it."""
+def _session(address: tuple[str, int], header: bytes = b"") -> socket.socket:
+    """A connection that has had one reply, so its process has accepted it (``header``: a PROXY header first)."""
     sock = connect(address)
-    sock.sendall(b"hola\n")
+    sock.sendall(header + b"hola\n")
     assert read_lines(sock, 1) == [b"HOLA\n"]
     return sock
 
@@ -139,12 +143,12 @@ def test_processes_flag_and_variable_are_range_checked():
 def test_the_shared_limit_counts_every_slot_and_forgets_a_dead_ones():
     table = SharedLimit(total=3, processes=2)
     first = table.for_slot(0)
-    assert first.take() and first.take()
+    assert first.take() is None and first.take() is None
     second = table.for_slot(1)
-    assert second.take()
-    assert not second.take(), "the total is 3 across both slots"
+    assert second.take() is None
+    assert second.take() == BUSY, "the total is 3 across both slots"
     table.forget(0)  # process 0 died, and its two sessions with it
-    assert second.take() and second.take()
+    assert second.take() is None and second.take() is None
     second.release()
     assert table.open_now() == [0, 2]
     assert table.opened() == [2, 3]
@@ -318,3 +322,106 @@ def test_a_port_in_use_is_one_clear_line_even_for_another_group_of_ours(supervis
     assert second.returncode == 1
     assert second.stderr == f"error: cannot listen on 127.0.0.1:{first.port}: address already in use\n"
     assert second.stdout == ""
+
+
+_TOO_MANY = b"error: too many connections from your address\n"
+
+
+def _refused_by(server: ServerProcess, pids: list[int], timeout: float = 30.0) -> set[int]:
+    """Connect from 127.0.0.1 until each of ``pids`` has refused one with the L15 line (the kernel picks who)."""
+    refused: set[int] = set()
+    deadline = time.monotonic() + timeout
+    while refused != set(pids):
+        with connect(server.address) as extra:
+            assert read_exactly(extra, len(_TOO_MANY)) == _TOO_MANY
+            owner = _owner(pids, extra)  # the refusal lingers, open, until we close
+            if owner is not None:
+                refused.add(owner)
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"only {sorted(refused)} of {pids} refused a connection within {timeout} s")
+    return refused
+
+
+def _from(source: str, address: tuple[str, int]) -> socket.socket:
+    """A connection whose client address is ``source`` (another loopback address is another client)."""
+    try:
+        return socket.create_connection(address, timeout=30, source_address=(source, 0))
+    except OSError as exc:
+        pytest.skip(f"cannot connect from {source} here: {exc}")
+
+
+def test_max_per_address_is_one_total_across_the_processes(supervised):
+    """Three sessions on one process and one on the other make the four allowed: no process has a share of its own."""
+    server = supervised("--processes", "2", "--max-per-address", "4")
+    pids = _pids(server, 2)
+    every = list(pids.values())
+    held = []
+    try:
+        held.append(_session_on(server, pids[2], every))
+        held += [_session_on(server, pids[1], every) for _ in range(3)]
+        assert read_addresses(server.pid) == {"127.0.0.1": [3, 1]}
+        assert [open_ for open_, _ in read_counts(server.pid)] == [3, 1]
+        _refused_by(server, every)  # the fifth, wherever it lands
+        with _from("127.0.0.2", server.address) as other:
+            _round_trip(other, b"otra direccion")
+        held[0].sendall(b"DESCONEXION\n")  # the session on the second process ends ...
+        assert read_until_closed(held[0]) == b"DESCONEXION\n"
+        assert read_addresses(server.pid) == {"127.0.0.1": [3, 0]}
+        held[0] = _session(server.address)  # ... and its place goes to the next, wherever it lands
+        _refused_by(server, every)
+    finally:
+        for sock in held:
+            sock.close()
+    status = server.stop()
+    assert status == 0, (server.stderr, server.stdout)
+
+
+def test_a_killed_process_s_sessions_stop_counting_against_their_address(supervised):
+    server = supervised("--processes", "2", "--max-per-address", "3")
+    pids = _pids(server, 2)
+    every = list(pids.values())
+    doomed = [_session_on(server, pids[1], every) for _ in range(2)]
+    survivor = _session_on(server, pids[2], every)
+    held = []
+    try:
+        assert read_addresses(server.pid) == {"127.0.0.1": [2, 1]}
+        with connect(server.address) as fourth:
+            assert read_until_closed(fourth) == _TOO_MANY
+        os.kill(pids[1], signal.SIGKILL)
+        # logged once the supervisor has reaped it, and forgotten its sessions
+        server.wait_for_text(f"El proceso 1 (pid {pids[1]}) murió por la señal 9 (SIGKILL)", stream="stderr")
+        assert read_addresses(server.pid) == {"127.0.0.1": [0, 1]}
+        held = [_session(server.address) for _ in range(2)]  # the two places the dead sessions held
+        with connect(server.address) as fourth:
+            assert read_until_closed(fourth) == _TOO_MANY
+        _round_trip(survivor, b"sigo aqui")  # the other process's session was never disturbed
+    finally:
+        for sock in [*doomed, *held, survivor]:
+            sock.close()
+    status = server.stop()
+    assert status == 0, (server.stderr, server.stdout)
+
+
+def test_behind_a_proxy_the_total_per_address_counts_the_header_s_address(supervised):
+    server = supervised("--processes", "2", "--proxy-protocol", "any", "--max-per-address", "1")
+    pids = _pids(server, 2)
+    every = list(pids.values())
+    client, other = ("203.0.113.7", 4242), ("198.51.100.9", 4343)
+    first = _session_on(server, pids[1], every, header=v1(client, ("127.0.0.1", 5000)))
+    try:
+        assert read_addresses(server.pid) == {"203.0.113.7": [1, 0]}
+        refused_by: set[int] = set()
+        deadline = time.monotonic() + 30
+        while refused_by != set(every):  # the same client through the proxy, refused on either process
+            with connect(server.address) as again:
+                # whose it is, known once accepted (its process waits for the header): a refusal is closed at once
+                owner = wait_until(lambda sock=again: _owner(every, sock), 30, "a connection to be accepted")
+                again.sendall(v2((client[0], 4343), ("127.0.0.1", 5000)) + b"dos\n")
+                assert read_until_closed(again) == _TOO_MANY
+                refused_by.add(owner)
+            assert time.monotonic() < deadline, f"only {sorted(refused_by)} refused within 30 s"
+        _round_trip(_session(server.address, v1(other, ("127.0.0.1", 5000))), b"otro cliente")
+    finally:
+        first.close()
+    status = server.stop()
+    assert status == 0, (server.stderr, server.stdout)

@@ -174,7 +174,7 @@ class Server:
         self._busy_tokens = float(_BUSY_BURST)
         self._busy_refilled = time.monotonic()
         self._busy_unlogged = 0
-        #: refusals so far by reason ("tls": failed handshakes); plain integers, read at scrape time
+        #: refusals so far by reason ("tls": failed handshakes), counted whether or not --metrics is on
         self.refusals: dict[str, int] = {"tls": 0}
         self._count_lock = threading.Lock()
         self.tls: TlsServer | None = None

@@ -47,9 +47,9 @@ system-deps:
 	  fi; \
 	fi
 
-## test: create/update .venv and run the suite (all but the minutes-long soak: `make soak`)
+## test: create/update .venv and run the suite (all but the minutes-long soak: `make soak`) in two processes, a test file each at a time
 test: $(STAMP) system-deps
-	$(BIN)/python -m pytest -m 'not slow'
+	$(BIN)/python -m pytest -m 'not slow' -n 2 --dist loadfile
 
 ## soak: minutes of mixed load with churn; memory, threads and descriptors must stay flat (long; not part of `make test`)
 soak: $(STAMP) system-deps

@@ -62,7 +62,7 @@ def _session(hooked: bool) -> Session:
     return Session(Limits(idle_timeout=0, line_timeout=0), 0.0, hook)
 
 
-def read_costs(hooked: bool = False, number: int = 3, rounds: int = 15) -> dict[str, float]:
+def read_costs(hooked: bool = False, number: int = 3, rounds: int = 25) -> dict[str, float]:
     """Seconds per 64 KiB read, for every content in :data:`CONTENTS`.
 
     Timed in the CPU time of the thread doing the work, not by the wall clock,
@@ -93,7 +93,7 @@ def costliest(costs: dict[str, float]) -> tuple[str, float]:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m loadtest.readcost", description=__doc__.split("\n\n")[0])
     parser.add_argument("--number", type=int, default=3, help="reads per timing (default %(default)s)")
-    parser.add_argument("--rounds", type=int, default=15, help="timings; the best is kept (default %(default)s)")
+    parser.add_argument("--rounds", type=int, default=25, help="timings; the best is kept (default %(default)s)")
     args = parser.parse_args(argv)
     plain, hooked = read_costs(False, args.number, args.rounds), read_costs(True, args.number, args.rounds)
     print(f"{'content (one 64 KiB read)':<28} {'no hook ms':>10} {'x ASCII':>8} {'hook ms':>9} {'x ASCII':>8}")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 from collections.abc import Iterator
 
 import pytest
@@ -30,3 +32,23 @@ def start_server() -> Iterator:
     yield start
     for context in reversed(started):
         context.__exit__(None, None, None)
+
+
+@pytest.fixture
+def supervised() -> Iterator:
+    """Start servers (a supervisor and its processes, say) each in a process group of its own;
+    every group is killed at the end of the test."""
+    started: list[ServerProcess] = []
+
+    def start(*args: str, command: list[str] | None = None) -> ServerProcess:
+        server = ServerProcess(*args, preexec_fn=os.setpgrp, command=command)
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        try:
+            os.killpg(server.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        server.kill()

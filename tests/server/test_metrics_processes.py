@@ -18,7 +18,7 @@ import socket
 import struct
 import subprocess
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import psutil
 import pytest
@@ -35,22 +35,9 @@ _MAX_LINE = 16
 
 
 @pytest.fixture
-def start() -> Iterator:
-    """Start supervised servers in their own process group; every group is killed at the end."""
-    started: list[ServerProcess] = []
-
-    def run(*args: str) -> ServerProcess:
-        server = ServerProcess("--processes", "2", "--metrics", "127.0.0.1:0", *args, preexec_fn=os.setpgrp)
-        started.append(server)
-        return server
-
-    yield run
-    for server in started:
-        try:
-            os.killpg(server.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        server.kill()
+def start(supervised) -> Callable[..., ServerProcess]:
+    """Two processes and one metrics endpoint; every process group is killed at the end."""
+    return lambda *args: supervised("--processes", "2", "--metrics", "127.0.0.1:0", *args)
 
 
 class Script:

@@ -15,7 +15,6 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 
 import psutil
 import pytest
@@ -41,25 +40,6 @@ _CRASHING = (
     "from server.__main__ import main\n"
     "sys.exit(main(sys.argv[1:]))\n"
 )
-
-
-@pytest.fixture
-def supervised() -> Iterator:
-    """Start servers in their own process group; every group is killed at the end."""
-    started: list[ServerProcess] = []
-
-    def start(*args: str, command: list[str] | None = None) -> ServerProcess:
-        server = ServerProcess(*args, preexec_fn=os.setpgrp, command=command)
-        started.append(server)
-        return server
-
-    yield start
-    for server in started:
-        try:
-            os.killpg(server.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        server.kill()
 
 
 def _pids(server: ServerProcess, count: int, start: int = 0) -> dict[int, int]:

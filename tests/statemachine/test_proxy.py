@@ -126,6 +126,26 @@ def test_v2_tcp6():
     assert header == ProxyHeader(2, PROXY, INET6, ("2001:db8::7", 1), ("::1", 65535))
 
 
+@pytest.mark.parametrize(
+    ("family", "size", "expected"),
+    [
+        (0x11, 12, ProxyHeader(2, "PROXY", "INET", ("0.0.0.0", 0), ("0.0.0.0", 0))),
+        (0x21, 36, ProxyHeader(2, "PROXY", "INET6", ("::", 0), ("::", 0))),
+    ],
+)
+def test_v2_addresses_of_exactly_their_size_are_read_and_one_byte_less_is_refused(family, size, expected):
+    """The header HAProxy sends most (addresses, no TLVs): the block is exactly the family's two addresses and ports."""
+    assert parse(v2(0x21, family, bytes(size)) + b"hola\n") == (expected, b"hola\n")
+    assert "cannot hold" in rejection(v2(0x21, family, bytes(size - 1)))
+
+
+def test_a_header_names_its_command_and_family_in_the_specifications_words():
+    """A library user reads a header's command and family in the PROXY protocol's own words."""
+    assert [PROXY, LOCAL] == ["PROXY", "LOCAL"]
+    assert [UNSPEC, INET, INET6, UNIX] == ["UNSPEC", "INET", "INET6", "UNIX"]
+    assert parse(v2(0x20, 0x00, b""))[0].command == "LOCAL"
+
+
 def test_v2_local_unspec_and_unix_name_no_address():
     assert parse(v2(0x20, 0x00, b""))[0] == ProxyHeader(2, LOCAL, UNSPEC)
     assert parse(v2(0x20, 0x11, b"anything at all"))[0] == ProxyHeader(2, LOCAL, INET)  # LOCAL ignores the block

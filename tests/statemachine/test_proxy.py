@@ -107,6 +107,15 @@ def test_plain_text_is_refused_at_its_first_byte():
     assert rejection(b"hola\n", "v1") == "not a PROXY protocol version 1 header"
 
 
+@pytest.mark.parametrize("byte", [b for b in range(256) if b not in (0x0A, 0x0D)])
+def test_a_v1_line_holds_only_printable_us_ascii_and_is_refused_at_the_first_other_byte(byte):
+    """The line is US-ASCII text: 0x20-0x7E, and CR only right before its LF; anything else is refused when read."""
+    if 0x20 <= byte <= 0x7E:
+        assert parse(b"PROXY UNKNOWN " + bytes([byte]) + b"\r\n") == (ProxyHeader(1, PROXY, UNSPEC), b"")
+    else:
+        assert rejection(b"PROXY UNKNOWN " + bytes([byte])) == "version 1 header: a byte that is not printable US-ASCII"
+
+
 # -- version 2 -----------------------------------------------------------------------
 
 

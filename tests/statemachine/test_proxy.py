@@ -116,6 +116,17 @@ def test_a_v1_line_holds_only_printable_us_ascii_and_is_refused_at_the_first_oth
         assert rejection(b"PROXY UNKNOWN " + bytes([byte])) == "version 1 header: a byte that is not printable US-ASCII"
 
 
+@pytest.mark.parametrize("field", ["X", "8O", "+80", "-1", "1_0", "080", "65536"])
+def test_a_v1_port_is_plain_decimal_digits_and_anything_else_is_refused_with_a_reason(field):
+    """Only 0-65535 in ASCII digits without leading zeros: not what else Python's int() would read."""
+    assert "is not a port" in rejection(f"PROXY TCP4 192.0.2.1 192.0.2.2 {field} 80\r\n".encode())
+
+
+@pytest.mark.parametrize("octet", ["X", "1_0", "+1", "01", "256"])
+def test_a_v1_ipv4_octet_is_plain_decimal_digits(octet):
+    assert "not an IPv4 address" in rejection(f"PROXY TCP4 192.0.2.{octet} 192.0.2.2 1 80\r\n".encode())
+
+
 # -- version 2 -----------------------------------------------------------------------
 
 

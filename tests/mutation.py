@@ -30,12 +30,20 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 WORK = ROOT / "build" / "mutation"
 MUTMUT = (sys.executable, "-m", "mutmut")
+
+
+# mutmut 2.5.1 counts only exit status 1 as a kill, so a mutant that breaks an import (pytest's
+# status 2) would "survive": the runner is this module, which turns every failure into 1.
+RUNNER = (sys.executable, "-m", "tests.mutation", "pytest")
+# The suite's per-test timeout is for a normal run; under mutation a loaded machine may need longer.
+PYTEST_OPTIONS = ("-x", "-q", "-p", "no:cacheprovider", "-o", "timeout=900")
+THEN = "--then"
 
 
 @dataclass(frozen=True)
@@ -46,6 +54,15 @@ class Part:
     sampled: bool = False
     #: (file, options): extra pytest options for the mutants of every other file than ``file``
     narrowed: tuple[str, tuple[str, ...]] | None = None
+    #: file -> the tests that run first for its mutants.  The runner stops at the first failure, so a killed
+    #: mutant costs the tests before the one that kills it; the same tests run, in another order.
+    first: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    #: tests that run last for every mutant, being slow (a minute on a busy machine) and seldom the first to fail
+    last: tuple[str, ...] = ()
+
+
+def _tests(*names: str) -> tuple[str, ...]:
+    return tuple(f"tests/statemachine/test_{name}.py" for name in names)
 
 
 PARTS = {
@@ -58,6 +75,17 @@ PARTS = {
             "statemachine/machine.py",
             ("--ignore=tests/formal/test_model_check.py", "--ignore=tests/formal/test_worker_model.py"),
         ),
+        first={
+            "statemachine/framing.py": _tests("framing", "line_limit", "every_boundary"),
+            "statemachine/machine.py": (*_tests("machine"), "tests/formal/test_conformance.py"),
+            "statemachine/diagram.py": _tests("machine"),
+            "statemachine/proxy.py": _tests("proxy", "session_proxy"),
+            "statemachine/session.py": _tests(
+                "session_line", "session_raw", "session_control", "session_messages", "session_reports", "limits"
+            ),
+            "statemachine/text.py": _tests("text"),
+        },
+        last=_tests("prefilter"),
     ),
     "worker": Part("server/worker.py", ("tests/server", "tests/hardening"), ("-m", "not slow"), sampled=True),
 }
@@ -85,15 +113,48 @@ def copy_tree(destination: Path) -> None:
             shutil.copy2(source, target)
 
 
-_NARROW_HOOK = """\
-# Written by tests/mutation.py: mutmut calls this before each mutant.
+_HOOK = """\
+# Written by tests/mutation.py: mutmut calls this before each mutant.  Each file's mutants run the part's
+# tests in the order most likely to stop early for that file, without the checks that cannot see it.
 import os
+
+COMMANDS = {commands!r}
 
 
 def pre_mutation(context):
-    if os.path.normpath(context.filename) != {file!r}:
-        context.config.test_command += {options!r}
+    command = COMMANDS.get(os.path.normpath(context.filename))
+    if command is not None:
+        context.config.test_command = command
 """
+
+
+def ordered_tests(part: Part, file: str) -> list[str]:
+    """The part's test paths for the mutants of ``file``: its ``first`` tests, the rest, then the ``last``."""
+    files: list[str] = []
+    for path in part.tests:
+        root = ROOT / path
+        found = sorted(root.rglob("test_*.py")) if root.is_dir() else [root]
+        files += [str(test.relative_to(ROOT)) for test in found]
+    front = list(part.first.get(file, ()))
+    return front + [test for test in files if test not in front and test not in part.last] + list(part.last)
+
+
+def test_commands(part: Part, files: list[str]) -> dict[str, str]:
+    """mutmut's test command for the mutants of each of ``files``: the runner's tests, reordered, in stages."""
+    commands = {}
+    for file in files:
+        options = [*PYTEST_OPTIONS, *part.pytest_options]
+        if part.narrowed is not None and file != part.narrowed[0]:
+            options += part.narrowed[1]
+        ignored = {option.removeprefix("--ignore=") for option in options if option.startswith("--ignore=")}
+        tests = [test for test in ordered_tests(part, file) if test not in ignored]  # pytest runs a named file
+        first = len(part.first.get(file, ()))
+        stages = [tests[:first], tests[first:]] if first else [tests]
+        command = [*RUNNER]
+        for number, stage in enumerate(stages):
+            command += [*([THEN] if number else []), *options, *stage]
+        commands[file] = shlex.join(command)
+    return commands
 
 
 def sample_patch(path: str, every: int, offset: int = 0) -> str:
@@ -104,6 +165,12 @@ def sample_patch(path: str, every: int, offset: int = 0) -> str:
     body = [f"+{line}" if n in chosen else f" {line}" for n, line in enumerate(lines, start=1)]
     header = [f"--- {path}\n+++ {path}", f"@@ -1,{len(lines) - len(chosen)} +1,{len(lines)} @@"]
     return "\n".join(header + body) + "\n"
+
+
+def _sources(path: str) -> list[Path]:
+    """The Python files a ``--paths-to-mutate`` entry names."""
+    source = ROOT / path
+    return [source] if source.is_file() else sorted(source.rglob("*.py"))
 
 
 @dataclass
@@ -123,8 +190,7 @@ def read_results(workdir: Path, paths: str) -> Outcome:
     and the diffs are taken against what is there.
     """
     for path in paths.split(","):
-        source = ROOT / path
-        for file in [source] if source.is_file() else sorted(source.rglob("*.py")):
+        for file in _sources(path):
             shutil.copy2(file, workdir / file.relative_to(ROOT))
     with sqlite3.connect(workdir / ".mutmut-cache") as cache:
         rows = cache.execute(
@@ -151,19 +217,23 @@ def _workdir(name: str, only: str | None) -> Path:
     return WORK / (name if only is None else f"{name}-{only.replace('/', '_').replace(',', '+')}")
 
 
-def run_part(name: str, every: int, offset: int, only: str | None = None) -> Outcome:
+#: Records a baseline time in a fresh mutmut cache, as mutmut's own unmutated run would (run in the copy).
+_SEED_BASELINE = (
+    "import sys; from mutmut.cache import hash_of_tests, set_cached_test_time; "
+    "set_cached_test_time(float(sys.argv[1]), hash_of_tests(['tests/']))"
+)
+
+
+def run_part(name: str, every: int, offset: int, only: str | None = None, baseline: float | None = None) -> Outcome:
     part = PARTS[name]
     workdir = _workdir(name, only)
     copy_tree(workdir)
-    if part.narrowed is not None:
-        file, options = part.narrowed
-        hook = _NARROW_HOOK.format(file=file, options=" " + shlex.join(options))
-        (workdir / "mutmut_config.py").write_text(hook, encoding="utf-8")
-    # mutmut 2.5.1 counts only exit status 1 as a kill, so a mutant that breaks an import (pytest's
-    # status 2) would "survive": the runner is this module, which turns every failure into 1.
-    # The suite's per-test timeout is for a normal run; under mutation a loaded machine may need longer.
-    pytest = [sys.executable, "-m", "tests.mutation", "pytest", "-x", "-q", "-p", "no:cacheprovider"]
-    runner = shlex.join([*pytest, "-o", "timeout=900", *part.tests, *part.pytest_options])
+    if baseline is not None:  # shards of one run: the suite has passed once, unmutated; not once a shard
+        subprocess.run([sys.executable, "-c", _SEED_BASELINE, str(baseline)], cwd=workdir, check=True)
+    runner = shlex.join([*RUNNER, *PYTEST_OPTIONS, *part.tests, *part.pytest_options])
+    files = [str(file.relative_to(ROOT)) for path in (only or part.paths).split(",") for file in _sources(path)]
+    hook = _HOOK.format(commands=test_commands(part, files))
+    (workdir / "mutmut_config.py").write_text(hook, encoding="utf-8")
     command = [
         *MUTMUT,
         "run",
@@ -218,8 +288,21 @@ def summary(name: str, paths: str, part: Part, outcome: Outcome, seconds: float 
 
 
 def run_tests(arguments: list[str]) -> int:
-    """Run pytest for mutmut: 0 when every test passes, 1 for any failure (collection errors too)."""
-    return 0 if subprocess.run([sys.executable, "-m", "pytest", *arguments]).returncode == 0 else 1
+    """Run pytest for mutmut: 0 when every test passes, 1 for any failure (collection errors too).
+
+    ``--then`` splits the arguments into stages, each one pytest run, and a failed stage ends the
+    run: the first stage holds the few tests most likely to kill the mutant, so that a killed one
+    does not pay for collecting the whole suite.
+    """
+    stage: list[str] = []
+    for argument in [*arguments, THEN]:
+        if argument != THEN:
+            stage.append(argument)
+            continue
+        if subprocess.run([sys.executable, "-m", "pytest", *stage]).returncode != 0:
+            return 1
+        stage = []
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -232,6 +315,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--offset", type=int, default=0, help="worker: which line of each N to start from")
     parser.add_argument("--only", help="mutate these files of the part (comma-separated), e.g. to run shards at once")
     parser.add_argument("--report", action="store_true", help="only summarize the last run (also a stopped one)")
+    parser.add_argument(
+        "--baseline",
+        type=float,
+        metavar="SECONDS",
+        help="skip mutmut's unmutated run and take this as the suite's time (shards, once the suite has passed)",
+    )
     args = parser.parse_args(argv)
     unknown = sorted(set(args.parts) - set(PARTS))
     if unknown:
@@ -242,7 +331,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.report:
             outcomes = [report_part(name, args.only, args.every) for name in args.parts or PARTS]
         else:
-            outcomes = [run_part(name, args.every, args.offset, args.only) for name in args.parts or PARTS]
+            outcomes = [
+                run_part(name, args.every, args.offset, args.only, args.baseline) for name in args.parts or PARTS
+            ]
     except MutationRunError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -17,6 +17,7 @@ import socket
 import struct
 import unicodedata
 from dataclasses import dataclass
+from itertools import accumulate
 
 LF = b"\n"
 CRLF = b"\r\n"
@@ -86,8 +87,28 @@ class Expected:
 
 
 def deadline_due(started: float, limit: float, now: float) -> bool:
-    """L9 (and every deadline like it): ``limit`` seconds since ``started`` have passed at ``now``; 0 is off."""
+    """L9 (and every deadline like it): ``limit`` seconds since ``started`` have passed at ``now``; 0 is off.
+
+    Where each clock starts: L9's at the protocol's start (the accept, the end of
+    the TLS handshake or of the PROXY header) and again at every byte received;
+    L14's at :func:`message_started`; the TLS handshake's (O6) and the PROXY
+    header's (O2) at the accept, whatever arrives before they end.
+    """
     return bool(limit) and now >= started + limit
+
+
+def message_started(reads: list[tuple[float, bytes]]) -> float | None:
+    """L14: when the unfinished message of ``reads`` ((time, bytes), in order) began; None when there is none.
+
+    The stream is cut at its last LF; the message's clock is the time of the read
+    that brought the first byte after it, which later bytes do not move.
+    """
+    stream = b"".join(data for _, data in reads)
+    start = stream.rfind(LF) + 1
+    if start == len(stream):
+        return None
+    ends = accumulate(len(data) for _, data in reads)  # where each read's bytes end in the stream
+    return next(at for (at, _), end in zip(reads, ends, strict=True) if end > start)
 
 
 def after_handshake(outcome: str) -> Expected | None:
@@ -153,23 +174,18 @@ def timed_line_replies(reads: list[tuple[float, bytes]], max_line: int, line_tim
     """L14 over reads that arrive at given times; the deadline is looked at before each read and at ``now``.
 
     A message's clock starts at the time of the read that brought its first
-    byte: the stream so far is cut at its last LF, and the read holding the
-    first byte after it is found by position.
+    byte (:func:`message_started`).
     """
-    stream = b""
-    arrived: list[tuple[int, float]] = []  # (position where a read's bytes end, its time)
-    for at, data in [*reads, (now, b"")]:
+    for count, (at, _) in enumerate([*reads, (now, b"")]):
+        so_far = reads[:count]
+        stream = b"".join(data for _, data in so_far)
         expected = line_replies(stream, max_line)
         if expected.closed:
             return expected
-        start = stream.rfind(LF) + 1  # the unfinished message's first byte, if any
-        if start < len(stream):
-            first = next(time for end, time in arrived if end > start)
-            if first + line_timeout <= at:
-                return line_replies(stream, max_line, LINE_TIMEOUT)
-        stream += data
-        arrived.append((len(stream), at))
-    return line_replies(stream, max_line)
+        first = message_started(so_far)
+        if first is not None and deadline_due(first, line_timeout, at):
+            return line_replies(stream, max_line, LINE_TIMEOUT)
+    return expected
 
 
 def _waiting_tail(data: bytes) -> int:

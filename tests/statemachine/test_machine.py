@@ -134,6 +134,15 @@ def test_compiled_shortcut_covers_only_declared_pairs():
     assert PLAIN == SPEC_TABLE  # the declaration has no callbacks, so every pair is plain
 
 
+_SMALL = {
+    "states": [CONNECTED, ECHOING, CLOSED],
+    "transitions": [
+        {"trigger": "message", "source": [CONNECTED, ECHOING], "dest": ECHOING},
+        {"trigger": "abort", "source": [CONNECTED, ECHOING], "dest": CLOSED},
+    ],
+}
+
+
 def test_compiled_shortcut_leaves_callbacks_to_the_library():
     transitions = [
         {"trigger": "message", "source": [CONNECTED, ECHOING], "dest": ECHOING, "after": "log"},
@@ -144,6 +153,48 @@ def test_compiled_shortcut_leaves_callbacks_to_the_library():
     states = [CONNECTED, ECHOING, {"name": CLOSING, "on_enter": "notify"}, CLOSED]
     machine = Machine(model=None, states=states, transitions=transitions, initial=CONNECTED, auto_transitions=False)
     assert _compile_plain(machine) == {(CONNECTED, "abort"): CLOSED}
+
+
+@pytest.mark.parametrize("hook", ["before_state_change", "after_state_change", "prepare_event", "finalize_event"])
+def test_a_machine_wide_callback_leaves_every_transition_to_the_library(hook):
+    """A callback on every event: no transition's only effect is the state change."""
+    machine = Machine(model=None, initial=CONNECTED, auto_transitions=False, **{**_SMALL, hook: "log"})
+    assert _compile_plain(machine) == {}
+
+
+@pytest.mark.parametrize("callback", ["prepare", "conditions", "unless", "before", "after"])
+def test_a_transition_with_any_callback_is_left_to_the_library(callback):
+    transitions = [
+        {"trigger": "message", "source": CONNECTED, "dest": ECHOING, callback: "check"},
+        {"trigger": "message", "source": ECHOING, "dest": ECHOING},
+    ]
+    machine = Machine(
+        model=None, states=[CONNECTED, ECHOING], transitions=transitions, initial=CONNECTED, auto_transitions=False
+    )
+    assert _compile_plain(machine) == {(ECHOING, "message"): ECHOING}
+
+
+@pytest.mark.parametrize("hook", ["on_enter", "on_exit"])
+def test_a_transition_into_or_out_of_a_state_with_callbacks_is_left_to_the_library(hook):
+    """Either end of the transition: the shortcut does not reason about which callbacks would run."""
+    states = [{"name": CONNECTED, hook: "notify"}, ECHOING, CLOSED]
+    transitions = [
+        {"trigger": "message", "source": [CONNECTED, ECHOING], "dest": ECHOING},
+        {"trigger": "abort", "source": ECHOING, "dest": CLOSED},
+    ]
+    machine = Machine(model=None, states=states, transitions=transitions, initial=CONNECTED, auto_transitions=False)
+    assert _compile_plain(machine) == {(ECHOING, "message"): ECHOING, (ECHOING, "abort"): CLOSED}
+
+
+def test_a_pair_whose_transition_conditions_choose_is_left_to_the_library_and_no_other():
+    """Several candidates for one (source, trigger): the library picks; the event's other sources stay plain."""
+    transitions = [
+        {"trigger": "message", "source": CONNECTED, "dest": ECHOING, "conditions": "short"},
+        {"trigger": "message", "source": CONNECTED, "dest": CLOSED},
+        {"trigger": "message", "source": ECHOING, "dest": ECHOING},
+    ]
+    machine = Machine(model=None, **{**_SMALL, "transitions": transitions}, initial=CONNECTED, auto_transitions=False)
+    assert _compile_plain(machine) == {(ECHOING, "message"): ECHOING}
 
 
 def test_mermaid_draws_every_state_and_trigger():

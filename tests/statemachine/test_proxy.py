@@ -107,6 +107,26 @@ def test_plain_text_is_refused_at_its_first_byte():
     assert rejection(b"hola\n", "v1") == "not a PROXY protocol version 1 header"
 
 
+@pytest.mark.parametrize("byte", [b for b in range(256) if b not in (0x0A, 0x0D)])
+def test_a_v1_line_holds_only_printable_us_ascii_and_is_refused_at_the_first_other_byte(byte):
+    """The line is US-ASCII text: 0x20-0x7E, and CR only right before its LF; anything else is refused when read."""
+    if 0x20 <= byte <= 0x7E:
+        assert parse(b"PROXY UNKNOWN " + bytes([byte]) + b"\r\n") == (ProxyHeader(1, PROXY, UNSPEC), b"")
+    else:
+        assert rejection(b"PROXY UNKNOWN " + bytes([byte])) == "version 1 header: a byte that is not printable US-ASCII"
+
+
+@pytest.mark.parametrize("field", ["X", "8O", "+80", "-1", "1_0", "080", "65536"])
+def test_a_v1_port_is_plain_decimal_digits_and_anything_else_is_refused_with_a_reason(field):
+    """Only 0-65535 in ASCII digits without leading zeros: not what else Python's int() would read."""
+    assert "is not a port" in rejection(f"PROXY TCP4 192.0.2.1 192.0.2.2 {field} 80\r\n".encode())
+
+
+@pytest.mark.parametrize("octet", ["X", "1_0", "+1", "01", "256"])
+def test_a_v1_ipv4_octet_is_plain_decimal_digits(octet):
+    assert "not an IPv4 address" in rejection(f"PROXY TCP4 192.0.2.{octet} 192.0.2.2 1 80\r\n".encode())
+
+
 # -- version 2 -----------------------------------------------------------------------
 
 
@@ -124,6 +144,26 @@ def test_v2_tcp6():
     destination = bytes(15) + b"\x01"
     header, _ = parse(v2(0x21, 0x21, inet_block(source, destination, (1, 65535))))
     assert header == ProxyHeader(2, PROXY, INET6, ("2001:db8::7", 1), ("::1", 65535))
+
+
+@pytest.mark.parametrize(
+    ("family", "size", "expected"),
+    [
+        (0x11, 12, ProxyHeader(2, "PROXY", "INET", ("0.0.0.0", 0), ("0.0.0.0", 0))),
+        (0x21, 36, ProxyHeader(2, "PROXY", "INET6", ("::", 0), ("::", 0))),
+    ],
+)
+def test_v2_addresses_of_exactly_their_size_are_read_and_one_byte_less_is_refused(family, size, expected):
+    """The header HAProxy sends most (addresses, no TLVs): the block is exactly the family's two addresses and ports."""
+    assert parse(v2(0x21, family, bytes(size)) + b"hola\n") == (expected, b"hola\n")
+    assert "cannot hold" in rejection(v2(0x21, family, bytes(size - 1)))
+
+
+def test_a_header_names_its_command_and_family_in_the_specifications_words():
+    """A library user reads a header's command and family in the PROXY protocol's own words."""
+    assert [PROXY, LOCAL] == ["PROXY", "LOCAL"]
+    assert [UNSPEC, INET, INET6, UNIX] == ["UNSPEC", "INET", "INET6", "UNIX"]
+    assert parse(v2(0x20, 0x00, b""))[0].command == "LOCAL"
 
 
 def test_v2_local_unspec_and_unix_name_no_address():

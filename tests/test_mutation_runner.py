@@ -1,0 +1,75 @@
+"""``make mutation``'s runner: reordering and staging the tests must not change which tests run.
+
+A mutant counts as killed when any test fails, so the verdict depends only on
+the set of tests run.  The runner puts each file's most likely killers first,
+in a stage of their own, and the slow ones last; these tests check that every
+file's mutants still meet exactly the part's tests, each once, and that a
+failing stage is a kill.
+"""
+
+from __future__ import annotations
+
+import shlex
+
+import pytest
+
+from tests import mutation
+
+
+def _stages(command: str) -> list[list[str]]:
+    """The test files of each pytest run a test command makes (options left out)."""
+    words = shlex.split(command)
+    assert words[: len(mutation.RUNNER)] == list(mutation.RUNNER)
+    stages: list[list[str]] = [[]]
+    for word in words[len(mutation.RUNNER) :]:
+        if word == mutation.THEN:
+            stages.append([])
+        elif word.endswith(".py") and not word.startswith("-"):
+            stages[-1].append(word)
+    return stages
+
+
+def _part_tests(part: mutation.Part, file: str) -> set[str]:
+    """What pytest would run for the part, from its directories, less what it ignores for ``file``."""
+    ignored = [option for option in part.pytest_options if option.startswith("--ignore=")]
+    if part.narrowed is not None and file != part.narrowed[0]:
+        ignored += part.narrowed[1]
+    names = set()
+    for path in part.tests:
+        root = mutation.ROOT / path
+        names |= {str(test.relative_to(mutation.ROOT)) for test in root.rglob("test_*.py")}
+    return names - {option.removeprefix("--ignore=") for option in ignored}
+
+
+@pytest.mark.parametrize("name", mutation.PARTS)
+def test_each_files_mutants_meet_exactly_the_parts_tests_once(name):
+    part = mutation.PARTS[name]
+    files = [str(f.relative_to(mutation.ROOT)) for p in part.paths.split(",") for f in mutation._sources(p)]
+    for file, command in mutation.test_commands(part, files).items():
+        stages = _stages(command)
+        run = [test for stage in stages for test in stage]
+        assert len(run) == len(set(run)), f"{file}: a test file runs twice"
+        assert set(run) == _part_tests(part, file), file
+        assert stages[0][: len(part.first.get(file, ()))] == list(part.first.get(file, ()))
+        assert run[len(run) - len(part.last) :] == list(part.last)
+        assert shlex.split(command).count("-x") == len(stages), f"{file}: every stage stops at its first failure"
+
+
+def test_the_spin_checks_run_only_for_the_file_they_are_generated_from():
+    part = mutation.PARTS["statemachine"]
+    commands = mutation.test_commands(part, ["statemachine/machine.py", "statemachine/session.py"])
+    assert "tests/formal/test_model_check.py" in commands["statemachine/machine.py"]
+    assert "tests/formal/test_model_check.py" not in _stages(commands["statemachine/session.py"])[-1]
+
+
+def test_a_failing_stage_is_a_kill_and_ends_the_run(tmp_path):
+    passing, failing = tmp_path / "test_pass.py", tmp_path / "test_fail.py"
+    passing.write_text("def test_ok():\n    pass\n", encoding="utf-8")
+    failing.write_text("def test_broken():\n    assert False\n", encoding="utf-8")
+    broken_import = tmp_path / "test_import.py"
+    broken_import.write_text("import no_such_module_here\n", encoding="utf-8")
+    quiet = ["-q", "-p", "no:cacheprovider"]
+    assert mutation.run_tests([*quiet, str(passing), mutation.THEN, *quiet, str(passing)]) == 0
+    assert mutation.run_tests([*quiet, str(failing), mutation.THEN, *quiet, str(passing)]) == 1
+    assert mutation.run_tests([*quiet, str(passing), mutation.THEN, *quiet, str(failing)]) == 1
+    assert mutation.run_tests([*quiet, str(broken_import)]) == 1  # pytest says 2: mutmut must read a kill

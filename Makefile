@@ -58,7 +58,7 @@ soak: $(STAMP) system-deps
 ## mutation: mutmut over statemachine/ and a sample of server/worker.py, with a summary (long; not part of `make test`)
 mutation: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[mutation]'
-	nice -n 10 $(BIN)/python -m tests.mutation $(ARGS)
+	nice -n 19 $(BIN)/python -m tests.mutation $(ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -478,6 +478,10 @@ def proxy_corruptions_rejected(proxy: ModuleType, max_examples: int = 800, shrin
             assert expected == reference.REJECTED, "the reference accepts a broken fixed byte"
         assert parse_outcome(proxy, [stream], "any") == expected
         assert parse_outcome(proxy, data.draw(cuts(stream), label="reads"), "any") == expected
+        # and every break the format names, on every example: whether one is drawn above is chance
+        for broken in filter(None, _named_breaks(data.draw, original)):
+            assert reference.proxy_header(broken + after, "any") == reference.REJECTED, "the reference accepts a break"
+            assert parse_outcome(proxy, [broken + after], "any") == reference.REJECTED
 
     return prop
 

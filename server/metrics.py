@@ -48,8 +48,10 @@ LATENCY_BUCKETS: tuple[float, ...] = (
 )
 DURATION_BUCKETS: tuple[float, ...] = (0.001, 0.01, 0.1, 1.0, 10.0, 60.0, 300.0, 1800.0, 3600.0, 86400.0)
 
-#: Refusal reasons shown at 0 before the first refusal; other reasons are counted as they come.
-REFUSAL_REASONS: tuple[str, ...] = ("busy",)
+#: Every reason a connection is refused for (``Counters.refuse``): busy (L10), per_address (L15), a bad
+#: or missing PROXY header (O2), a failed TLS handshake (O6).  Each is shown at 0 before its first refusal,
+#: as Prometheus advises for a label's known values, so a rate over it exists from the first scrape.
+REFUSAL_REASONS: tuple[str, ...] = ("busy", "per_address", "proxy", "tls")
 
 
 class MetricsError(Exception):

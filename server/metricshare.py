@@ -56,8 +56,6 @@ if TYPE_CHECKING:
 PUBLISH_PERIOD = 0.25
 #: The slot of a reason with no slot of its own in the layout.
 OTHER = "other"
-#: Every reason the server refuses a connection for (``Counters.refuse``), each with a slot.
-REFUSAL_SLOTS: tuple[str, ...] = (*REFUSAL_REASONS, "per_address", "proxy", "tls")
 #: The key ``Counters.session_closed`` uses for a session that closed with no trigger recorded.
 NO_REASON = "unknown"
 # Copies of a block a reader tries before it keeps its last good one (the writer is mid-copy).
@@ -71,7 +69,7 @@ class Layout:
     def __init__(self) -> None:
         self.states = list(STATES)
         self.closed = [*close_reasons(), NO_REASON, OTHER]
-        self.refused = [*REFUSAL_SLOTS, OTHER]
+        self.refused = [*REFUSAL_REASONS, OTHER]  # each reason has a slot
         self.always_closed = set(close_reasons())  # shown at 0 before they happen, as with one process
         self.always_refused = set(REFUSAL_REASONS)
         self.latency = len(LATENCY_BUCKETS) + 1

@@ -6,7 +6,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from server.metrics import DURATION_BUCKETS, LATENCY_BUCKETS, Collector, Counters, close_reasons
+from server.metrics import DURATION_BUCKETS, LATENCY_BUCKETS, REFUSAL_REASONS, Collector, Counters, close_reasons
 from statemachine.machine import STATES, TRANSITIONS
 
 pytest.importorskip("prometheus_client", reason="prometheus_client is not installed (pip install '.[metrics]')")
@@ -64,7 +64,7 @@ def test_counters_of_every_loop_are_added_up_and_new_reasons_appear():
     refused = {
         labels[0][1]: v for (name, labels), v in samples.items() if name == "upperecho_connections_refused_total"
     }
-    assert refused == {"busy": 1.0, "per_address": 1.0}
+    assert refused == {**dict.fromkeys(REFUSAL_REASONS, 0.0), "busy": 1.0, "per_address": 1.0}
     states = {labels[0][1]: v for (name, labels), v in samples.items() if name == "upperecho_sessions"}
     assert states == {**dict.fromkeys(STATES, 0.0), "CONNECTED": 1.0, "ECHOING": 2.0, "CLOSED": 1.0}
     duration = {

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from server.metrics import close_reasons
+from server.metrics import REFUSAL_REASONS, close_reasons
 from statemachine.machine import STATES
 from statemachine.session import ERROR_BUSY, ERROR_IDLE, ERROR_SHUTDOWN, error_too_long
 from tests.serverproc import ROOT, ServerProcess
@@ -98,7 +98,7 @@ def expected(states: dict[str, int], opened: int, closed: dict[str, int], messag
         "upperecho_sessions_opened_total": {"": float(opened)},
         "upperecho_sessions_closed_total": {reason: float(closed.get(reason, 0)) for reason in close_reasons()},
         "upperecho_messages_total": {"": float(messages)},
-        "upperecho_connections_refused_total": {"busy": float(busy)},
+        "upperecho_connections_refused_total": {**dict.fromkeys(REFUSAL_REASONS, 0.0), "busy": float(busy)},
     }
 
 

@@ -14,8 +14,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from server.metrics import Collector, Counters, close_reasons
-from server.metricshare import OTHER, REFUSAL_SLOTS, Layout, SharedMetrics
+from server.metrics import REFUSAL_REASONS, Collector, Counters, close_reasons
+from server.metricshare import OTHER, Layout, SharedMetrics
 from statemachine.machine import STATES
 
 pytest.importorskip("prometheus_client", reason="prometheus_client is not installed (pip install '.[metrics]')")
@@ -72,7 +72,8 @@ def test_a_dead_process_keeps_its_counters_and_takes_its_sessions():
     assert before.states["ECHOING"] == 2 and after.states == {**dict.fromkeys(STATES, 0), "CONNECTED": 1}
     assert shared.read(0) == shared.layout.zeros(), "the slot is clear for the replacement"
     _publish(shared, 0, _worker(_busy_loop()))  # the replacement's own counts add on
-    assert shared.totals().opened == 15 and shared.totals().refused == {"busy": 3, "tls": 3}
+    assert shared.totals().opened == 15
+    assert shared.totals().refused == {**dict.fromkeys(REFUSAL_REASONS, 0), "busy": 3, "tls": 3}
 
 
 def test_a_block_caught_mid_copy_is_read_as_its_last_whole_copy():
@@ -94,7 +95,7 @@ def test_every_refusal_the_server_counts_has_a_slot():
         for node in ast.walk(ast.parse(source.read_text())):
             if isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "refuse":
                 counted |= {n.value for n in ast.walk(node) if isinstance(n, ast.Constant) and isinstance(n.value, str)}
-    assert counted and counted <= set(REFUSAL_SLOTS)
+    assert counted and counted <= set(REFUSAL_REASONS)
 
 
 def test_a_reason_without_a_slot_is_counted_as_other():
@@ -105,7 +106,7 @@ def test_a_reason_without_a_slot_is_counted_as_other():
     _publish(shared, 0, _worker(counters))
     totals = shared.totals()
     assert totals.closed == {**dict.fromkeys(close_reasons(), 0), OTHER: 1}
-    assert totals.refused == {"busy": 0, OTHER: 1}
+    assert totals.refused == {**dict.fromkeys(REFUSAL_REASONS, 0), OTHER: 1}
 
 
 def test_the_layout_follows_the_machine(monkeypatch):

@@ -43,11 +43,12 @@ from statemachine.session import ERROR_BUSY
 
 log = logging.getLogger(LOGGER_NAME)
 
-# Busy warnings: a burst of this many lines, then one more per second at most;
-# the refusals not logged are counted in the next line (a flood must not make
-# the workers wait on a console nobody reads).
-_BUSY_BURST = 10
-_BUSY_PER_SECOND = 1.0
+# Refusal warnings (busy, per address, PROXY): a burst of this many lines, then
+# one more per second at most, each kind on its own; the refusals not logged are
+# counted in the next line (a flood must not push everyone else's lines out of
+# the console's bounded backlog, S6).
+_REFUSED_BURST = 10
+_REFUSED_PER_SECOND = 1.0
 # At exit the console gets what is left of the drain time to write its backlog,
 # but at least this long (S6).
 _CONSOLE_GRACE = 0.5
@@ -76,6 +77,35 @@ def dual_stack(sock: socket.socket) -> None:
         sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
     except (OSError, AttributeError):
         pass  # IPv6 only here: IPv4 clients need a server of their own
+
+
+class LineBudget:
+    """How many lines of one kind of warning may be written: a burst, then ``per_second``.
+
+    A token bucket that counts the lines it held back; the caller holds its lock.
+    """
+
+    def __init__(self, burst: int, per_second: float) -> None:
+        self.burst = float(burst)
+        self.per_second = per_second
+        self.tokens = float(burst)
+        self.refilled = time.monotonic()
+        self.held_back = 0
+
+    def spend(self, now: float) -> int | None:
+        """None when this line is held back (it is counted); else how many were held back before it."""
+        self.tokens = min(self.burst, self.tokens + (now - self.refilled) * self.per_second)
+        self.refilled = now
+        if self.tokens < 1.0:
+            self.held_back += 1
+            return None
+        self.tokens -= 1.0
+        return self.take_held_back()
+
+    def take_held_back(self) -> int:
+        """The lines held back since the last one written, counted once."""
+        held, self.held_back = self.held_back, 0
+        return held
 
 
 class StartError(Exception):
@@ -166,14 +196,11 @@ class Server:
         self._signals = 0
         self._failed = False
         self._exit_by: float | None = None
-        self._warn_lock = threading.Lock()
+        self._warn_lock = threading.Lock()  # guards the budgets below and the counts
         self._exhausted_logged = False
-        self._exhausted_tokens = float(_EXHAUSTED_BURST)
-        self._exhausted_refilled = time.monotonic()
-        self._exhausted_unlogged = 0
-        self._busy_tokens = float(_BUSY_BURST)
-        self._busy_refilled = time.monotonic()
-        self._busy_unlogged = 0
+        self._exhausted_lines = LineBudget(_EXHAUSTED_BURST, _EXHAUSTED_PER_SECOND)
+        self._busy_lines = LineBudget(_REFUSED_BURST, _REFUSED_PER_SECOND)
+        self._proxy_lines = LineBudget(_REFUSED_BURST, _REFUSED_PER_SECOND)
         #: refusals so far by reason ("tls": failed handshakes), counted whether or not --metrics is on
         self.refusals: dict[str, int] = {"tls": 0}
         self._count_lock = threading.Lock()
@@ -316,15 +343,10 @@ class Server:
             self.refusals[reason] = self.refusals.get(reason, 0) + 1
 
     def _warn_refused(self, peer: object, refusal: bytes) -> None:
-        now = time.monotonic()
         with self._warn_lock:
-            self._busy_tokens = min(_BUSY_BURST, self._busy_tokens + (now - self._busy_refilled) * _BUSY_PER_SECOND)
-            self._busy_refilled = now
-            if self._busy_tokens < 1.0:
-                self._busy_unlogged += 1
-                return
-            self._busy_tokens -= 1.0
-            unlogged, self._busy_unlogged = self._busy_unlogged, 0
+            unlogged = self._busy_lines.spend(time.monotonic())
+        if unlogged is None:
+            return
         if unlogged:
             log.warning(self.texts.busy_unlogged.format(count=unlogged))
         text = self.texts.busy if refusal == BUSY_LINE else self.texts.too_many
@@ -336,6 +358,8 @@ class Server:
         with self._warn_lock:
             self.proxy_refusals += 1
             count = self.proxy_refusals
+            if self._proxy_lines.spend(time.monotonic()) is None:
+                return  # the next line's count, or the one at exit, covers it
         log.warning(
             self.texts.proxy_refused.format(peer=peer, reason=reason, count=count),
             extra={"event": "refused", "peer": peer, "reason": "proxy"},
@@ -349,15 +373,9 @@ class Server:
             if self._exhausted_logged:
                 return
             self._exhausted_logged = True
-            self._exhausted_tokens = min(
-                _EXHAUSTED_BURST, self._exhausted_tokens + (now - self._exhausted_refilled) * _EXHAUSTED_PER_SECOND
-            )
-            self._exhausted_refilled = now
-            if self._exhausted_tokens < 1.0:
-                self._exhausted_unlogged += 1
+            unlogged = self._exhausted_lines.spend(now)
+            if unlogged is None:
                 return
-            self._exhausted_tokens -= 1.0
-            unlogged, self._exhausted_unlogged = self._exhausted_unlogged, 0
         more = f" ({unlogged} more times since the last such line)" if unlogged else ""
         log.warning("cannot accept connections: %s; retrying%s", (exc.strerror or str(exc)).lower(), more)
 
@@ -380,10 +398,13 @@ class Server:
         for worker in self.workers:
             worker.join(max(0.0, deadline - time.monotonic()))
         with self._warn_lock:
-            unlogged, self._busy_unlogged = self._busy_unlogged, 0
-            failures, self._exhausted_unlogged = self._exhausted_unlogged, 0
+            unlogged = self._busy_lines.take_held_back()
+            failures = self._exhausted_lines.take_held_back()
+            proxy_unlogged, proxy_total = self._proxy_lines.take_held_back(), self.proxy_refusals
         if unlogged:
             log.warning(self.texts.busy_unlogged.format(count=unlogged))
+        if proxy_unlogged:
+            log.warning(self.texts.proxy_unlogged.format(count=proxy_unlogged, total=proxy_total))
         if failures:
             log.warning("cannot accept connections: %d more times since the last such line", failures)
         log.info(self.texts.stopped, extra={"event": "stopped"})

@@ -25,6 +25,7 @@ class Texts:
     reasons: Mapping[str, str]
     tls_failed: str
     proxy_refused: str
+    proxy_unlogged: str
 
     def closed_line(self, peer: object, reason: str | None) -> str:
         """The one line for a session's end, its reason in words (S4); an unknown reason is shown as named."""
@@ -66,6 +67,7 @@ SPANISH = Texts(
     },
     tls_failed="Negociación TLS fallida con el cliente {peer}: {reason}",
     proxy_refused="Conexión rechazada de {peer} (protocolo PROXY): {reason} ({count} en total)",
+    proxy_unlogged="Protocolo PROXY: {count} conexiones más rechazadas sin anotarlas aquí ({total} en total)",
     process_started="Proceso {index} de {count} atendiendo conexiones (pid {pid})",
     process_died="El proceso {index} (pid {pid}) {status}",
     restarting="; se reinicia en {delay:.1f} s",
@@ -101,6 +103,7 @@ ENGLISH = Texts(
     },
     tls_failed="TLS handshake failed with client {peer}: {reason}",
     proxy_refused="Connection refused from {peer} (PROXY protocol): {reason} ({count} so far)",
+    proxy_unlogged="PROXY protocol: {count} more connections refused and not logged ({total} in all)",
     process_started="Process {index} of {count} serving (pid {pid})",
     process_died="Process {index} (pid {pid}) {status}",
     restarting="; restarting in {delay:.1f} s",

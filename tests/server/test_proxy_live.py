@@ -4,6 +4,7 @@ slow and disallowed headers closed with nothing sent, one line each, counted, no
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -146,6 +147,31 @@ def test_a_source_outside_proxy_from_is_closed_at_accept_with_no_session(start_s
         assert f"('127.0.0.1', {port})" in line and "not in --proxy-from" in line
     assert not any(line.startswith("Connection established") for line in server.stdout)
     assert not any("busy" in line for line in server.stderr)
+
+
+def test_a_flood_of_bad_headers_cannot_flood_the_console_and_every_one_is_counted(start_server):
+    flood = 200
+    server = proxied(start_server, "-q")
+    for i in range(flood):
+        with connect(server.address, timeout=30) as sock:
+            sock.sendall(b"GET / HTTP/1.0\r\n\r\n")
+            try:
+                assert read_until_closed(sock) == b"", f"bad header {i}"
+            except ConnectionResetError:
+                pass
+    with connect(server.address) as honest:  # nobody else is disturbed
+        honest.sendall(v1(CLIENT, ("127.0.0.1", 5000)) + b"hola\n")
+        assert read_lines(honest, 1) == [b"HOLA\n"]
+    assert server.stop() == 0
+    logged = refusals(server)
+    # a burst of 10 lines, then at most one a second: 200 refusals within the test's timeout cannot all be
+    # logged one by one; each line gives the count so far, and the line at exit counts those after the last
+    assert 0 < len(logged) < flood, server.stderr[-5:]
+    counts = [int(re.search(r"\((\d+) so far\)$", line).group(1)) for line in logged]
+    assert counts == sorted(set(counts)) and counts[:10] == list(range(1, 11))
+    after = flood - counts[-1]
+    summary = [line for line in server.stderr if line.startswith("warning: PROXY protocol: ")]
+    assert summary == [f"warning: PROXY protocol: {after} more connections refused and not logged ({flood} in all)"]
 
 
 def test_shutdown_during_the_header_sends_nothing_and_a_session_after_it_gets_the_notice(start_server):

@@ -21,6 +21,8 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	touch $(STAMP) $(RUN_STAMP)
 
 ## run: create .venv, install the server only, start it on 127.0.0.1:5000 (FRAMING=raw for the classroom's client; ARGS=... any flag)
+# UPPERECHO_FRAMING=raw (the server's own variable) serves raw framing too: the first line says which.
+FRAMING ?= $(UPPERECHO_FRAMING)
 run: $(RUN_STAMP)
 ifeq ($(FRAMING),raw)
 	@echo "upperecho, raw framing: each read is one message, for the classroom's client.py (plain 'make run' takes one message per line)"

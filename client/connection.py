@@ -342,17 +342,27 @@ class Connection:
     def disconnect(self, word: str = DISCONNECT_WORD) -> str:
         """Send the disconnect word, return its reply and wait for the server to close.
 
-        In raw framing the classroom's server closes without an answer: the
-        reply is then ``""``.
+        In raw framing the word goes out as the bare ``DESCONEXION`` whatever
+        the spelling of ``word``, since the classroom's server compares the
+        exact text, and it closes without an answer: the reply is then ``""``.
         """
         if self.framing == RAW:
-            self.send(word)
+            self.send(DISCONNECT_WORD)
+            within = None
+            if self.notice is not None and (self.timeout is None or self.timeout > NOTICE_AFTER):
+                within = NOTICE_AFTER
             reply = b""
             try:
-                while True:
-                    reply += self._recv()
-            except ReplyTimeout:
+                reply = self._recv()
+                while True:  # an answer (upperecho's raw framing gives one), then the close
+                    reply += self._recv(within)
+            except ReplyTimeout as exc:
                 self.close()
+                if reply:
+                    raise NotClosed(
+                        f"the server answered {DISCONNECT_WORD} but kept the connection open "
+                        f"({within or self.timeout:g} s)"
+                    ) from exc
                 raise
             except ConnectionLost:
                 self.close()

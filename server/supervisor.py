@@ -138,17 +138,17 @@ def fire(machine: Machine, model: Any, trigger: str) -> None:
 
 
 def mermaid() -> list[str]:
-    """Both machines drawn by ``transitions`` as Mermaid state diagrams (the supervisor's, a process's)."""
-    from transitions.extensions import GraphMachine
+    """Both machines as Mermaid state diagrams (the supervisor's, a process's), written from their declarations.
 
-    drawings = []
-    for kwargs, title in (
-        (MACHINE_KWARGS, "upperecho supervisor"),
-        (PROCESS_MACHINE_KWARGS, "upperecho server process"),
-    ):
-        graph = GraphMachine(**kwargs, graph_engine="mermaid", title=title, show_state_attributes=False)
-        drawings.append(graph.get_graph().draw(None).rstrip())
-    return drawings
+    Like the session's drawing, with no state styled as the current one:
+    ``transitions``' own drawing marks the initial state "active".
+    """
+    from statemachine.diagram import mermaid_of
+
+    return [
+        mermaid_of(MACHINE, "upperecho supervisor", entries=[INITIAL], finals=FINAL),
+        mermaid_of(PROCESS_MACHINE, "upperecho server process", entries=[PROCESS_INITIAL], finals=[PROCESS_FINAL]),
+    ]
 
 
 # -- the supervisor -------------------------------------------------------------

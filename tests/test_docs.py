@@ -67,6 +67,24 @@ def test_the_drawing_holds_exactly_the_declared_table():
     assert entries == ENTRY_STATES and finals == [FINAL]
 
 
+def test_the_supervisors_drawings_hold_exactly_their_declared_tables():
+    from server import supervisor
+
+    for drawing, transitions, initial, finals in zip(
+        supervisor.mermaid(),
+        (supervisor.TRANSITIONS, supervisor.PROCESS_TRANSITIONS),
+        (supervisor.INITIAL, supervisor.PROCESS_INITIAL),
+        (supervisor.FINAL, [supervisor.PROCESS_FINAL]),
+        strict=True,
+    ):
+        declared = {
+            (source, row["trigger"]): row["dest"]
+            for row in transitions
+            for source in ([row["source"]] if isinstance(row["source"], str) else row["source"])
+        }
+        assert _read_back(drawing) == (declared, [initial], finals)
+
+
 def test_the_drawing_marks_no_state_as_active_and_the_message_loop_label_stands_alone():
     """No "current state" in a drawing of the machine; the loop's ``message`` is the only label at ECHOING."""
     from statemachine.machine import ECHOING, mermaid
@@ -75,6 +93,19 @@ def test_the_drawing_marks_no_state_as_active_and_the_message_loop_label_stands_
     assert "classDef" not in drawing and "active" not in drawing
     at_echoing = [line.strip() for line in drawing.splitlines() if line.strip().startswith(f"{ECHOING} -->")]
     assert at_echoing == [f"{ECHOING} --> {ECHOING}: message"]
+
+
+def test_no_drawing_in_the_docs_marks_a_state_as_active():
+    """A drawing of a machine has no current state: ``transitions``' own styling of one (red, "active") is noise."""
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    drawings = {
+        f"{page.name} drawing {number}": drawing
+        for page in pages
+        for number, drawing in enumerate(re.findall(r"```mermaid\n(.*?)```", page.read_text(encoding="utf-8"), re.S))
+    }
+    assert len(drawings) >= 3  # the session's, the supervisor's and a server process's
+    styled = [name for name, drawing in drawings.items() if "classDef" in drawing or "active" in drawing]
+    assert styled == [], styled
 
 
 def test_the_readmes_locust_reports_land_in_an_ignored_directory():

@@ -21,10 +21,16 @@ pytestmark = [
 RAW_HINT = "serve it with 'make run FRAMING=raw'"
 
 
-def _make(*args: str) -> list[str]:
-    """What make would run (``-n``), every target taken as out of date (``-B``)."""
+def _make(*args: str, **variables: str) -> list[str]:
+    """What make would run (``-n``), every target taken as out of date (``-B``), with no UPPERECHO_* from outside."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith("UPPERECHO_")}
     done = subprocess.run(
-        ["make", "--no-print-directory", "-n", "-B", *args], cwd=ROOT, capture_output=True, text=True, timeout=60
+        ["make", "--no-print-directory", "-n", "-B", *args],
+        cwd=ROOT,
+        env={**env, **variables},
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert done.returncode == 0, done.stderr
     return done.stdout.splitlines()
@@ -46,6 +52,14 @@ def test_make_run_says_how_to_serve_the_seeds_client_and_passes_flags():
     assert commands[hint + 1].split()[-2:] == ["-m", "server"]  # the hint comes first, then the server
     raw = _make("run", "FRAMING=raw", "ARGS=--port 0 -q")
     assert raw[-1].split()[-6:] == ["server", "--framing", "raw", "--port", "0", "-q"]
+
+
+def test_make_run_says_raw_when_the_environment_asks_for_raw_framing():
+    """``UPPERECHO_FRAMING=raw make run`` serves raw framing: its first line must not tell to ask for it."""
+    commands = _make("run", UPPERECHO_FRAMING="raw")
+    hint = next(line for line in commands if line.startswith("echo "))
+    assert RAW_HINT not in hint and "raw framing" in hint
+    assert commands[-1].split()[-3:] == ["server", "--framing", "raw"]
 
 
 def test_project_metadata_uses_the_spdx_license_with_a_setuptools_that_reads_it():

@@ -16,6 +16,7 @@ import pytest
 
 from client.connection import Connection, NotClosed
 from tests.client.clientproc import client_env, run_client
+from tests.client.fakeserver import fake_server
 from tests.serverproc import ROOT, ServerProcess, running_server
 
 pytestmark = pytest.mark.timeout(90)
@@ -59,6 +60,30 @@ def test_raw_cli_adds_the_bare_word_when_the_input_lacks_it(classroom):
     result = run_client("--port", str(classroom.port), "--framing", "raw", stdin=None, input=b"uno\ndos")
     assert (result.returncode, result.stderr, result.stdout) == (0, "", b"UNO\nDOS\n")
     classroom.wait_for_text("solicita desconexión.")
+
+
+def test_raw_client_sends_the_word_as_the_classroom_server_compares_it(classroom):
+    """Any spelling ends our session (L4); the classroom's server obeys only the exact ``DESCONEXION``."""
+    result = run_client(
+        "--port", str(classroom.port), "--framing", "raw", stdin=None, input="hola\ndesconexión\n".encode()
+    )  # fmt: skip
+    assert (result.returncode, result.stderr, result.stdout) == (0, "", b"HOLA\n")
+    classroom.wait_for_text("solicita desconexión.")
+    assert "Mensaje recibido: DESCONEXION" in classroom.stdout
+
+
+def echo_and_stay_open(conn, fake) -> None:
+    """A raw server that answers every read, the word included, and never closes."""
+    while data := fake.recv(conn):
+        conn.sendall(data.upper())
+
+
+def test_raw_client_says_the_word_was_answered_when_the_close_does_not_follow():
+    with fake_server(echo_and_stay_open) as fake, Connection(*fake.address, timeout=0.5, framing="raw") as conn:
+        assert conn.request("hola") == "HOLA"
+        with pytest.raises(NotClosed) as raised:
+            conn.disconnect()
+    assert str(raised.value) == "the server answered DESCONEXION but kept the connection open (0.5 s)"
 
 
 def test_line_client_against_the_classroom_server_says_so_at_once(classroom):

@@ -238,7 +238,7 @@ def _w6_checks(rows: Sequence[Row]) -> list[Check]:
 
 
 def _scaling_checks(rows: Sequence[Row]) -> list[Check]:
-    """Issue 12's demand on W7: the sharing costs nothing per message, sessions spread evenly."""
+    """W7's demand (docs/benchmarks.md): the sharing costs nothing per message, sessions spread evenly."""
     checks = []
     one, two = _find(rows, "W7-W2", f"{OURS}-p1"), _find(rows, "W7-W2", f"{OURS}-p2")
     if one and two:

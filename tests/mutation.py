@@ -95,8 +95,19 @@ class MutationRunError(Exception):
     """mutmut could not run (its baseline failed, or it is not installed)."""
 
 
-def copy_tree(destination: Path) -> None:
-    """The files git knows of (tracked, or new and not ignored), copied afresh."""
+CACHE = ".mutmut-cache"
+
+
+def copy_tree(destination: Path, keep_cache: bool = False) -> None:
+    """The files git knows of (tracked, or new and not ignored), copied afresh.
+
+    With ``keep_cache``, mutmut's record of the mutants already run survives
+    the copy: mutmut then runs only the mutants not yet tested against these
+    sources and tests, so a run too long for one sitting can go on later.
+    """
+    kept = None
+    if keep_cache and (destination / CACHE).exists():
+        kept = (destination / CACHE).read_bytes()
     if destination.exists():
         shutil.rmtree(destination)
     listed = subprocess.run(
@@ -111,6 +122,8 @@ def copy_tree(destination: Path) -> None:
             target = destination / name.decode()
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, target)
+    if kept is not None:
+        (destination / CACHE).write_bytes(kept)
 
 
 _HOOK = """\
@@ -192,7 +205,7 @@ def read_results(workdir: Path, paths: str) -> Outcome:
     for path in paths.split(","):
         for file in _sources(path):
             shutil.copy2(file, workdir / file.relative_to(ROOT))
-    with sqlite3.connect(workdir / ".mutmut-cache") as cache:
+    with sqlite3.connect(workdir / CACHE) as cache:
         rows = cache.execute(
             "SELECT m.id, m.status, l.line_number, s.filename FROM Mutant m"
             " JOIN Line l ON m.line = l.id JOIN SourceFile s ON l.sourcefile = s.id ORDER BY m.id"
@@ -224,10 +237,12 @@ _SEED_BASELINE = (
 )
 
 
-def run_part(name: str, every: int, offset: int, only: str | None = None, baseline: float | None = None) -> Outcome:
+def run_part(
+    name: str, every: int, offset: int, only: str | None = None, baseline: float | None = None, resume: bool = False
+) -> Outcome:
     part = PARTS[name]
     workdir = _workdir(name, only)
-    copy_tree(workdir)
+    copy_tree(workdir, keep_cache=resume)
     if baseline is not None:  # shards of one run: the suite has passed once, unmutated; not once a shard
         subprocess.run([sys.executable, "-c", _SEED_BASELINE, str(baseline)], cwd=workdir, check=True)
     runner = shlex.join([*RUNNER, *PYTEST_OPTIONS, *part.tests, *part.pytest_options])
@@ -265,7 +280,7 @@ def report_part(name: str, only: str | None, every: int, seconds: float | None =
     """Summarize the run in ``name``'s copy (also one that was stopped: its mutants not yet run are counted)."""
     part = PARTS[name]
     workdir = _workdir(name, only)
-    if not (workdir / ".mutmut-cache").exists():
+    if not (workdir / CACHE).exists():
         raise MutationRunError(f"no mutmut run in {workdir.relative_to(ROOT)}")
     outcome = read_results(workdir, only or part.paths)
     report = summary(name, only or part.paths, part, outcome, seconds, every if part.sampled else None)
@@ -316,6 +331,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", help="mutate these files of the part (comma-separated), e.g. to run shards at once")
     parser.add_argument("--report", action="store_true", help="only summarize the last run (also a stopped one)")
     parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="go on with a stopped run: keep its record and run only the mutants not yet run (same --only)",
+    )
+    parser.add_argument(
         "--baseline",
         type=float,
         metavar="SECONDS",
@@ -332,7 +352,8 @@ def main(argv: list[str] | None = None) -> int:
             outcomes = [report_part(name, args.only, args.every) for name in args.parts or PARTS]
         else:
             outcomes = [
-                run_part(name, args.every, args.offset, args.only, args.baseline) for name in args.parts or PARTS
+                run_part(name, args.every, args.offset, args.only, args.baseline, args.resume)
+                for name in args.parts or PARTS
             ]
     except MutationRunError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -73,3 +73,14 @@ def test_a_failing_stage_is_a_kill_and_ends_the_run(tmp_path):
     assert mutation.run_tests([*quiet, str(failing), mutation.THEN, *quiet, str(passing)]) == 1
     assert mutation.run_tests([*quiet, str(passing), mutation.THEN, *quiet, str(failing)]) == 1
     assert mutation.run_tests([*quiet, str(broken_import)]) == 1  # pytest says 2: mutmut must read a kill
+
+
+@pytest.mark.parametrize("resume", [False, True])
+def test_a_resumed_run_keeps_the_record_of_the_mutants_already_run(tmp_path, resume):
+    copy = tmp_path / "part"
+    mutation.copy_tree(copy)
+    (copy / mutation.CACHE).write_bytes(b"mutants already run")
+    (copy / "statemachine" / "text.py").write_text("a mutant left on disk by a stopped run")
+    mutation.copy_tree(copy, keep_cache=resume)
+    assert (copy / mutation.CACHE).exists() == resume
+    assert (copy / "statemachine" / "text.py").read_bytes() == (mutation.ROOT / "statemachine" / "text.py").read_bytes()

@@ -215,6 +215,6 @@ def test_need_more_then_the_end_of_stream():
         parser.finish()
 
 
-def test_accepts_is_checked():
-    with pytest.raises(ValueError, match="accepts must be one of"):
+def test_accepts_is_checked_and_the_error_names_every_choice_and_nothing_else():
+    with pytest.raises(ValueError, match=r"^accepts must be one of v1, v2, any$"):
         ProxyParser("v3")

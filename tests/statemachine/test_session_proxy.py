@@ -24,6 +24,16 @@ def test_without_proxy_a_session_starts_connected():
     assert Session(Limits(), T0).header_deadline() is None
 
 
+def test_without_proxy_a_session_names_no_client_of_its_own():
+    """The socket's peer stands: no header, no address, before and after messages."""
+    sess = Session(Limits(), T0)
+    assert (sess.header, sess.client_address) == (None, None)
+    assert sess.receive(b"PROXY TCP4 203.0.113.7 127.0.0.1 4242 5000\r\nhola\n", T0) == (
+        b"PROXY TCP4 203.0.113.7 127.0.0.1 4242 5000\r\nHOLA\n"
+    )
+    assert (sess.header, sess.client_address) == (None, None)
+
+
 def test_header_then_messages_in_the_same_read():
     sess, messages = proxied()
     assert sess.state == PROXY_HEADER and sess.awaiting_header and not sess.is_open

@@ -25,13 +25,36 @@ def test_without_proxy_a_session_starts_connected():
 
 
 def test_without_proxy_a_session_names_no_client_of_its_own():
-    """The socket's peer stands: no header, no address, before and after messages."""
+    """The socket's peer stands: no header, no address, no refusal, before and after messages."""
     sess = Session(Limits(), T0)
-    assert (sess.header, sess.client_address) == (None, None)
+    assert (sess.header, sess.client_address, sess.proxy_error) == (None, None, None)
     assert sess.receive(b"PROXY TCP4 203.0.113.7 127.0.0.1 4242 5000\r\nhola\n", T0) == (
         b"PROXY TCP4 203.0.113.7 127.0.0.1 4242 5000\r\nHOLA\n"
     )
-    assert (sess.header, sess.client_address) == (None, None)
+    assert (sess.header, sess.client_address, sess.proxy_error) == (None, None, None)
+
+
+def test_the_header_hook_sees_the_header_once_before_any_message_after_it():
+    """The server names the client in its transcript from this hook (O2): it must come, once, and first."""
+    seen: list[tuple[str, object]] = []
+    sess = Session(
+        Limits(proxy="any"),
+        T0,
+        on_message=lambda text, reply: seen.append(("message", text)),
+        on_header=lambda header: seen.append(("header", header.source)),
+    )
+    assert sess.receive(HEADER[:10], T0) == b"" and seen == []
+    assert sess.receive(HEADER[10:] + b"hola\n", T0) == b"HOLA\n"
+    assert sess.receive(b"mundo\n", T0) == b"MUNDO\n"
+    assert seen == [("header", ("203.0.113.7", 4242)), ("message", "hola"), ("message", "mundo")]
+    assert sess.proxy_error is None  # a header was read: nothing was refused
+
+
+def test_a_refused_header_never_reaches_the_header_hook():
+    seen: list[object] = []
+    sess = Session(Limits(proxy="any"), T0, on_header=seen.append)
+    assert sess.receive(b"GET / HTTP/1.0\r\n", T0) == b""
+    assert (sess.state, sess.proxy_error is not None, seen) == (CLOSED, True, [])
 
 
 def test_header_then_messages_in_the_same_read():

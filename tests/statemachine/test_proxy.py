@@ -205,14 +205,17 @@ def test_versions_are_opt_in():
 
 
 def test_need_more_then_the_end_of_stream():
+    """The console line says which end it was (O2): before any byte of the header, or inside it."""
     parser = ProxyParser()
     assert parser.feed(b"") is None
-    with pytest.raises(ProxyRejected, match="before the PROXY header"):
+    with pytest.raises(ProxyRejected) as before:
         parser.finish()
+    assert before.value.reason == "end of stream before the PROXY header"
     parser = ProxyParser()
     assert parser.feed(b"PROXY TCP4 1.2") is None
-    with pytest.raises(ProxyRejected, match="inside the PROXY header"):
+    with pytest.raises(ProxyRejected) as inside:
         parser.finish()
+    assert inside.value.reason == "end of stream inside the PROXY header"
 
 
 def test_accepts_is_checked_and_the_error_names_every_choice_and_nothing_else():

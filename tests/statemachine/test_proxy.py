@@ -84,6 +84,7 @@ PROTOCOL = "version 1 header: the protocol is not TCP4, TCP6 or UNKNOWN"
         (b"PROXY TCP4 1.2.3.4 5.6.7.8 1 2\n", "version 1 header: a line ended by LF alone, not CRLF"),
         (b"PROXY TCP4 1.2.3.4 5.6.7.8 1 2\r", "end of stream inside the PROXY header"),  # CR alone, then the end
         (b"PROXY TCP4 1.2.3.4 5.6.7.8 1 2\rx\n", "version 1 header: a CR not followed by LF"),
+        (b"PROXY UNKNOWN\rx", "version 1 header: a CR not followed by LF"),  # at once: no LF needed to know
         (b"PROXY TCP4 1.2.3.4  5.6.7.8 1 2\r\n", FIELDS),  # two spaces
         (b"PROXY TCP4 1.2.3.4 5.6.7.8 1 2 \r\n", FIELDS),
         (b"PROXY TCP4 1.2.3.4 5.6.7.8 1\r\n", FIELDS),

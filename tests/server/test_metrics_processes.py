@@ -131,13 +131,18 @@ def _blocked(pid: int) -> list[set[int]]:
     """The signals each thread of ``pid`` but the main one blocks (Linux /proc).
 
     (The main thread's own mask is not read: while it waits in ``sigtimedwait`` the
-    kernel shows the signals it waits for as unblocked.)"""
+    kernel shows the signals it waits for as unblocked.  A thread that ends between
+    the listing and the read, such as the one that served a request, is left out:
+    it can take no signal any more.)"""
     masks = []
     for task in os.listdir(f"/proc/{pid}/task"):
         if int(task) == pid:
             continue
-        with open(f"/proc/{pid}/task/{task}/status") as status:
-            mask = int(next(line for line in status if line.startswith("SigBlk:")).split()[1], 16)
+        try:
+            with open(f"/proc/{pid}/task/{task}/status") as status:
+                mask = int(next(line for line in status if line.startswith("SigBlk:")).split()[1], 16)
+        except (FileNotFoundError, ProcessLookupError, StopIteration):  # gone while being read
+            continue
         masks.append({signum for signum in range(1, 65) if mask >> (signum - 1) & 1})
     return masks
 

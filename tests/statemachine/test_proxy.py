@@ -68,6 +68,9 @@ def test_the_longest_v1_line_is_107_bytes():
     assert parse(longest)[0] == ProxyHeader(1, PROXY, UNSPEC)
     assert rejection(longest[:-2] + b" \r\n") == "version 1 header: no CRLF within 107 bytes"
     assert rejection(b"PROXY UNKNOWN " + b"x" * 100) == "version 1 header: no CRLF within 107 bytes"  # no waiting
+    # 106 bytes may still end in CRLF at 107; 107 without LF cannot
+    assert parse(b"PROXY UNKNOWN " + b"x" * (V1_MAX - 15)) == (None, b"")
+    assert rejection(b"PROXY UNKNOWN " + b"x" * (V1_MAX - 14)) == "version 1 header: no CRLF within 107 bytes"
 
 
 #: the reason each is refused with, as the console line shows it (O2: one line says why)

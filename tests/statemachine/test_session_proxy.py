@@ -50,6 +50,12 @@ def test_the_header_hook_sees_the_header_once_before_any_message_after_it():
     assert sess.proxy_error is None  # a header was read: nothing was refused
 
 
+def test_an_empty_read_while_the_header_is_awaited_answers_nothing_and_changes_nothing():
+    sess, _ = proxied()
+    assert sess.receive(b"", T0 + 1) == b""
+    assert (sess.state, sess.header_deadline()) == (PROXY_HEADER, T0 + 5)
+
+
 def test_a_refused_header_never_reaches_the_header_hook():
     seen: list[object] = []
     sess = Session(Limits(proxy="any"), T0, on_header=seen.append)

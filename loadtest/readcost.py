@@ -26,6 +26,20 @@ def _fill(line: bytes, size: int = READ_SIZE) -> bytes:
     return line * (size // len(line))
 
 
+def _invalid_pairs() -> list[bytes]:
+    """Every two-byte line that is not UTF-8 (no LF in it), with its LF."""
+    pairs = (bytes((first, second)) for first in range(256) for second in range(256) if 0x0A not in (first, second))
+    return [pair + b"\n" for pair in pairs if not _is_utf8(pair)]
+
+
+def _is_utf8(data: bytes) -> bool:
+    try:
+        data.decode()
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
 #: name -> one read's worth of that content (whole lines, so that nothing is held).
 CONTENTS: dict[str, bytes] = {
     "ascii a\\n": _fill(b"a\n"),
@@ -48,9 +62,12 @@ CONTENTS: dict[str, bytes] = {
     "ŉ (upper case grows)": _fill("ŉ\n".encode()),
     "ΐ (upper case x3)": _fill("ΐ\n".encode()),
     "one 64 KiB line": b"a" * (READ_SIZE - 1) + b"\n",
+    "one invalid line of CRs": b"\xff" + b"\r" * (READ_SIZE - 2) + b"\n",
     "one 64 KiB ñx line": _fill("ñx".encode(), READ_SIZE - 2) + b"\n",
     "empty lines": _fill(b"\n"),
     "distinct invalid lines": b"".join(bytes((0xFF, 0x20 + i % 90, 0x20 + i // 90 % 90, 0x0A)) for i in range(16384)),
+    # as many lines as a read holds, all invalid and all different: two bytes and an LF each
+    "distinct invalid 3-byte lines": b"".join(_invalid_pairs()[: READ_SIZE // 3]),
     "distinct valid lines, one invalid": b"\xff\n"
     + b"".join(f"ñ{i:05d}\n".encode() for i in range((READ_SIZE - 2) // 8)),
 }
@@ -96,10 +113,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=25, help="timings; the best is kept (default %(default)s)")
     args = parser.parse_args(argv)
     plain, hooked = read_costs(False, args.number, args.rounds), read_costs(True, args.number, args.rounds)
-    print(f"{'content (one 64 KiB read)':<28} {'no hook ms':>10} {'x ASCII':>8} {'hook ms':>9} {'x ASCII':>8}")
+    width = max(map(len, CONTENTS))
+    print(f"{'content (one 64 KiB read)':<{width}} {'no hook ms':>10} {'x ASCII':>8} {'hook ms':>9} {'x ASCII':>8}")
     for name in CONTENTS:
         print(
-            f"{name:<28} {plain[name] * 1e3:>10.3f} {plain[name] / plain[BASELINE]:>8.1f}"
+            f"{name:<{width}} {plain[name] * 1e3:>10.3f} {plain[name] / plain[BASELINE]:>8.1f}"
             f" {hooked[name] * 1e3:>9.3f} {hooked[name] / hooked[BASELINE]:>8.1f}"
         )
     for label, costs in (("no hook", plain), ("hook", hooked)):

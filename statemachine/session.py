@@ -25,10 +25,9 @@ with :meth:`Session.check_header`, as it does for the idle time.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from itertools import compress, filterfalse
-from operator import methodcaller, ne
 
 from statemachine.framing import CRLF, LF, LineFramer, LineTooLong, split_block
 from statemachine.machine import CLOSED, CLOSING, CONNECTED, ECHOING, HANDSHAKE, PROXY_HEADER, SessionModel, fire
@@ -55,26 +54,25 @@ ERROR_BUSY = "error: server busy"
 
 
 _OPEN_STATES = frozenset((CONNECTED, ECHOING))
-_ERROR_LF = ERROR_INVALID_UTF8.encode()
-_ERROR_CRLF = _ERROR_LF + b"\r"  # a line that ends in CR had a CRLF terminator
-_ENDS_IN_CR = methodcaller("endswith", b"\r")
 
 
-def replace_invalid_lines(data: bytes) -> bytes:
-    """Each line of ``data`` (lines end in LF) that is not UTF-8 replaced by the error line (L5).
+# A line holding a byte that is not UTF-8 (decoded with ``surrogateescape``, so a
+# surrogate U+DC80-U+DCFF), from the LF before it up to its own terminator: a CR
+# just before the LF (or the end of the text) is the CRLF terminator's, kept (L1).  The literal LF first
+# lets the engine skip from line end to line end; the repeats are possessive, so
+# no line is read twice.
+_INVALID_LINE = re.compile(r"\n[^\n\udc80-\udcff]*+[\udc80-\udcff][^\n\r]*+(?:\r(?!\n|\Z)[^\n\r]*+)*+")
+_LF_ERROR = "\n" + ERROR_INVALID_UTF8
 
-    Without a Python step per line (L16): the distinct lines that are not ASCII
-    are decoded together, once, and a line is invalid where decoding changed it
-    (the decoder's replacement is local to a line: no sequence spans an LF);
-    then every line is mapped through a table of the invalid ones.
+
+def replace_invalid_lines(text: str) -> str:
+    """Each line of ``text`` that was not UTF-8 replaced by the error line (L5).
+
+    ``text`` is bytes decoded with ``surrogateescape``: a line was invalid
+    exactly when it holds a surrogate, since the strict decoder never yields
+    one.  One pass over the text (L16), a step per invalid line in C.
     """
-    lines = data.split(LF)
-    suspects = list(filterfalse(bytes.isascii, set(lines)))
-    decoded = LF.join(suspects).decode(errors="replace").encode().split(LF)
-    invalid = list(compress(suspects, map(ne, decoded, suspects)))
-    table = dict.fromkeys(invalid, _ERROR_LF)
-    table.update(dict.fromkeys(filter(_ENDS_IN_CR, invalid), _ERROR_CRLF))
-    return LF.join(map(table.get, lines, lines))
+    return _INVALID_LINE.sub(_LF_ERROR, "\n" + text)[1:]
 
 
 def error_too_long(max_line: int) -> str:
@@ -413,12 +411,10 @@ class Session(SessionModel):
 
     def _reply_text(self, text: str, invalid: bool) -> bytes:
         """Lines (decoded, invalid bytes escaped as surrogates) none of which is the disconnect word."""
-        reply = text.upper()
-        if invalid:  # the upper case of the valid lines; the invalid ones still hold their bytes
-            out = replace_invalid_lines(reply.encode(errors="surrogateescape"))
-            reply = out.decode() if self.on_message is not None else reply
-        else:
-            out = reply.encode()
+        reply = text.upper()  # an invalid byte, a surrogate, has no case: it stays for the next step
+        if invalid:
+            reply = replace_invalid_lines(reply)
+        out = reply.encode()
         if self.on_message is not None:
             self._log_lines(text, reply)
         fire(self, "message")

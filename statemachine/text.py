@@ -17,8 +17,11 @@ _MAY_DISCONNECT = re.compile("[" + "".join(sorted(X_CHARS)) + "]")
 # For ASCII text the fold is just ``lower()``; the white space ``str.strip``
 # removes is the ASCII ``isspace()`` set, minus LF, which ends a line.
 _ASCII_SPACE = "[\t\x0b\x0c\r\x1c-\x1f ]"
+# Every disconnect-line pattern starts at the LF before the line, and the text
+# is searched with an LF put first: a literal first lets the engine skip from LF
+# to LF instead of trying the pattern at every character.
 _ASCII_DISCONNECT_LINE = re.compile(
-    f"^{_ASCII_SPACE}*desconexion{_ASCII_SPACE}*$", re.IGNORECASE | re.MULTILINE | re.ASCII
+    f"\n{_ASCII_SPACE}*desconexion{_ASCII_SPACE}*$", re.IGNORECASE | re.MULTILINE | re.ASCII
 )
 
 
@@ -120,7 +123,7 @@ def _disconnect_line_pattern(tables: dict[str, str], beyond_bmp: bool) -> re.Pat
     # The classes are disjoint, so no repeat ever needs to give a character back: possessive
     # repeats (``*+``) match the same lines and spare the engine its backtracking records.
     letters = f"{mark}*+".join(_char_class(tables[letter]) for letter in _FOLDED_WORD)
-    return re.compile(f"^{space}*+{mark}*+{letters}{mark}*+{space}*+$", re.MULTILINE)
+    return re.compile(f"\n{space}*+{mark}*+{letters}{mark}*+{space}*+$", re.MULTILINE)
 
 
 def fold(text: str) -> str:
@@ -156,14 +159,13 @@ def find_disconnect(text: str) -> int:
     never with its content (L16).
     """
     if text.isascii():
-        match = _ASCII_DISCONNECT_LINE.search(text)
+        pattern = _ASCII_DISCONNECT_LINE
     elif _MAY_DISCONNECT.search(text) is None:
         return -1
-    elif _BEYOND_BMP.search(text) is None:
-        match = _DISCONNECT_LINE_BMP.search(text)
     else:
-        match = _DISCONNECT_LINE.search(text)
-    return -1 if match is None else match.start()
+        pattern = _DISCONNECT_LINE_BMP if _BEYOND_BMP.search(text) is None else _DISCONNECT_LINE
+    match = pattern.search("\n" + text)
+    return -1 if match is None else match.start()  # the LF put first stands for the one before the line
 
 
 def incomplete_tail(data: bytes) -> int:

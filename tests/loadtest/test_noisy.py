@@ -79,3 +79,13 @@ def test_a_level_where_the_honest_client_got_nothing_says_so():
     sample = _w6_sample("P2", {0: 80.0, 1: 90.0, 4: 100.0, 10: float("inf")}, failed_10="no reply within 30 s")
     table = report.format_table(report.summarize([sample]))
     assert "| P2 uvloop Protocol | 10 | no reply: no reply within 30 s |" in table
+
+
+def test_the_distinct_invalid_contents_are_what_they_say():
+    """Each line invalid and (nearly) no two alike: a table of the lines seen cannot help the server."""
+    for name, size, distinct in (("distinct invalid lines", 4, 8100), ("distinct invalid 3-byte lines", 3, 21845)):
+        lines = readcost.CONTENTS[name].split(b"\n")[:-1]
+        assert {len(line) + 1 for line in lines} == {size}, name
+        assert len(set(lines)) == distinct, name
+        assert not any(line.decode(errors="replace") == line.decode(errors="surrogateescape") for line in lines), name
+    assert len(readcost.CONTENTS["distinct invalid 3-byte lines"]) > readcost.READ_SIZE - 3  # a whole read of them

@@ -237,14 +237,45 @@ _SEED_BASELINE = (
 )
 
 
+def keep_survivors(workdir: Path, tests_hash: str) -> int:
+    """Mark the survivors in ``workdir``'s record as run against the tests of ``tests_hash``; returns how many.
+
+    mutmut runs a survivor again whenever any test has changed since, and each
+    costs the whole suite.  A survivor already read is equivalent (no test can
+    kill it) or real (then the test that now kills it was checked by applying
+    it): either way a second run tells nothing new, and a long run resumed after
+    each new test would spend its time on them.  Without this, they run again.
+    A mutant that timed out is run again: the machine may have been the cause.
+    """
+    with sqlite3.connect(workdir / CACHE) as cache:
+        return cache.execute(
+            "UPDATE Mutant SET tested_against_hash = ? WHERE status = 'bad_survived'", (tests_hash,)
+        ).rowcount
+
+
+#: mutmut's hash of the tests, as its run computes it (run in the copy).
+_TESTS_HASH = "from mutmut.cache import hash_of_tests; print(hash_of_tests(['tests/']))"
+
+
 def run_part(
-    name: str, every: int, offset: int, only: str | None = None, baseline: float | None = None, resume: bool = False
+    name: str,
+    every: int,
+    offset: int,
+    only: str | None = None,
+    baseline: float | None = None,
+    resume: bool = False,
+    survivors_read: bool = False,
 ) -> Outcome:
     part = PARTS[name]
     workdir = _workdir(name, only)
     copy_tree(workdir, keep_cache=resume)
     if baseline is not None:  # shards of one run: the suite has passed once, unmutated; not once a shard
         subprocess.run([sys.executable, "-c", _SEED_BASELINE, str(baseline)], cwd=workdir, check=True)
+    if survivors_read and (workdir / CACHE).exists():
+        tests_hash = subprocess.run(
+            [sys.executable, "-c", _TESTS_HASH], cwd=workdir, check=True, capture_output=True, text=True
+        ).stdout.strip()
+        print(f"[{name}] {keep_survivors(workdir, tests_hash)} survivors already read are not run again", flush=True)
     runner = shlex.join([*RUNNER, *PYTEST_OPTIONS, *part.tests, *part.pytest_options])
     files = [str(file.relative_to(ROOT)) for path in (only or part.paths).split(",") for file in _sources(path)]
     hook = _HOOK.format(commands=test_commands(part, files))
@@ -336,6 +367,11 @@ def main(argv: list[str] | None = None) -> int:
         help="go on with a stopped run: keep its record and run only the mutants not yet run (same --only)",
     )
     parser.add_argument(
+        "--survivors-read",
+        action="store_true",
+        help="with --resume: do not run again the survivors of the stopped run (each one already read)",
+    )
+    parser.add_argument(
         "--baseline",
         type=float,
         metavar="SECONDS",
@@ -345,6 +381,8 @@ def main(argv: list[str] | None = None) -> int:
     unknown = sorted(set(args.parts) - set(PARTS))
     if unknown:
         parser.error(f"unknown part {', '.join(unknown)}: choose from {', '.join(PARTS)}")
+    if args.survivors_read and not args.resume:
+        parser.error("--survivors-read goes with --resume")
     if args.every < 1 or not 0 <= args.offset < args.every:
         parser.error("--every must be at least 1 and --offset in 0..every-1")
     try:
@@ -352,7 +390,7 @@ def main(argv: list[str] | None = None) -> int:
             outcomes = [report_part(name, args.only, args.every) for name in args.parts or PARTS]
         else:
             outcomes = [
-                run_part(name, args.every, args.offset, args.only, args.baseline, args.resume)
+                run_part(name, args.every, args.offset, args.only, args.baseline, args.resume, args.survivors_read)
                 for name in args.parts or PARTS
             ]
     except MutationRunError as exc:

@@ -10,6 +10,7 @@ failing stage is a kill.
 from __future__ import annotations
 
 import shlex
+import sqlite3
 
 import pytest
 
@@ -84,3 +85,30 @@ def test_a_resumed_run_keeps_the_record_of_the_mutants_already_run(tmp_path, res
     mutation.copy_tree(copy, keep_cache=resume)
     assert (copy / mutation.CACHE).exists() == resume
     assert (copy / "statemachine" / "text.py").read_bytes() == (mutation.ROOT / "statemachine" / "text.py").read_bytes()
+
+
+def test_survivors_already_read_are_marked_as_run_against_todays_tests_and_nothing_else(tmp_path):
+    with sqlite3.connect(tmp_path / mutation.CACHE) as cache:
+        cache.execute(
+            "CREATE TABLE Mutant (id INTEGER PRIMARY KEY, tested_against_hash TEXT NOT NULL, status TEXT NOT NULL)"
+        )
+        cache.executemany(
+            "INSERT INTO Mutant (tested_against_hash, status) VALUES ('old', ?)",
+            [("bad_survived",), ("ok_killed",), ("untested",), ("bad_timeout",), ("bad_survived",)],
+        )
+    assert mutation.keep_survivors(tmp_path, "today") == 2
+    with sqlite3.connect(tmp_path / mutation.CACHE) as cache:
+        rows = cache.execute("SELECT status, tested_against_hash FROM Mutant ORDER BY id").fetchall()
+    assert rows == [
+        ("bad_survived", "today"),
+        ("ok_killed", "old"),
+        ("untested", "old"),
+        ("bad_timeout", "old"),  # a timeout is judged again: it may have been the machine
+        ("bad_survived", "today"),
+    ]
+
+
+def test_survivors_read_goes_only_with_resume(capsys):
+    with pytest.raises(SystemExit):
+        mutation.main(["statemachine", "--survivors-read"])
+    assert "--survivors-read goes with --resume" in capsys.readouterr().err

@@ -12,7 +12,8 @@ working tree is never touched.
   that any outside edit of those lines errors there and would count as a kill);
 * ``worker``: the mutants on a sample of ``server/worker.py``'s lines (every
   ``--every``-th line that holds code) against the live suites (tests/server,
-  tests/hardening without the soak).
+  tests/hardening without the soak) and the spin model of the worker loop,
+  which is generated from the worker's own figures.
 
 The summary (mutants, killed, survived, timed out) and every survivor's diff
 are printed and written to ``build/mutation/<part>.txt``.  For the
@@ -87,7 +88,14 @@ PARTS = {
         },
         last=_tests("prefilter"),
     ),
-    "worker": Part("server/worker.py", ("tests/server", "tests/hardening"), ("-m", "not slow"), sampled=True),
+    "worker": Part(
+        "server/worker.py",
+        ("tests/server", "tests/hardening", "tests/formal/test_worker_model.py"),
+        ("-m", "not slow"),
+        sampled=True,
+        # the model of the loop, checked by spin, is generated from the worker's own figures (READ_SIZE, the bound)
+        last=("tests/formal/test_worker_model.py",),
+    ),
 }
 
 

@@ -38,7 +38,8 @@ def _part_tests(part: mutation.Part, file: str) -> set[str]:
     names = set()
     for path in part.tests:
         root = mutation.ROOT / path
-        names |= {str(test.relative_to(mutation.ROOT)) for test in root.rglob("test_*.py")}
+        found = root.rglob("test_*.py") if root.is_dir() else [root]
+        names |= {str(test.relative_to(mutation.ROOT)) for test in found}
     return names - {option.removeprefix("--ignore=") for option in ignored}
 
 

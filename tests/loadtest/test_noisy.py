@@ -89,3 +89,9 @@ def test_the_distinct_invalid_contents_are_what_they_say():
         assert len(set(lines)) == distinct, name
         assert not any(line.decode(errors="replace") == line.decode(errors="surrogateescape") for line in lines), name
     assert len(readcost.CONTENTS["distinct invalid 3-byte lines"]) > readcost.READ_SIZE - 3  # a whole read of them
+
+
+def test_the_read_the_bench_times_is_the_read_the_server_makes():
+    from server import worker
+
+    assert readcost.READ_SIZE == worker.READ_SIZE

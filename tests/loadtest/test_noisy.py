@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from loadtest import noisy, readcost, report
 from loadtest.servers import OURS
+from server import worker
 from statemachine.session import Limits, Session
 
 
@@ -92,6 +93,4 @@ def test_the_distinct_invalid_contents_are_what_they_say():
 
 
 def test_the_read_the_bench_times_is_the_read_the_server_makes():
-    from server import worker
-
     assert readcost.READ_SIZE == worker.READ_SIZE

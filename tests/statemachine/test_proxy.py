@@ -61,6 +61,14 @@ def test_v1_tcp6_and_unknown():
     assert parse(b"PROXY UNKNOWN whatever is here\r\nhola\n") == (ProxyHeader(1, PROXY, UNSPEC), b"hola\n")
 
 
+def test_a_v1_ipv6_address_may_hold_every_character_an_address_may_hold_at_once():
+    # hex digits of both cases, colons, and an embedded IPv4 address's digits and dots: one valid address
+    address = "ABCD:EF01:2345:6789:abcd:ef01:123.45.67.89"
+    assert set(address) == set("0123456789abcdefABCDEF:.")
+    header, _ = parse(f"PROXY TCP6 {address} ::1 4242 5000\r\n".encode())
+    assert header.source == ("abcd:ef01:2345:6789:abcd:ef01:7b2d:4359", 4242)
+
+
 def test_the_longest_v1_line_is_107_bytes():
     full = "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"
     longest = f"PROXY UNKNOWN {full} {full} 65535 65535\r\n".encode()

@@ -213,6 +213,22 @@ def test_v2_rejections(data, reason):
     assert rejection(data) == reason
 
 
+@pytest.mark.parametrize(
+    ("fixed", "reason"),
+    [
+        (bytes([0x11]), "version 2 header: version 1, not 2"),
+        (bytes([0x22]), "version 2 header: unknown command 2"),
+        (bytes([0x21, 0x41]), "version 2 header: unknown address family or transport 0x41"),
+        (bytes([0x21, 0x13]), "version 2 header: unknown address family or transport 0x13"),
+    ],
+)
+def test_a_v2_header_is_refused_on_the_byte_that_makes_it_wrong(fixed, reason):
+    """No byte more is awaited once the version, the command or the family has shown the header is wrong."""
+    with pytest.raises(ProxyRejected) as error:
+        ProxyParser("any").feed(V2_SIGNATURE + fixed)  # not finished: the bytes so far suffice
+    assert error.value.reason == reason
+
+
 def test_an_oversized_v2_header_is_refused_from_its_length_field():
     assert parse(v2(0x21, 0x00, bytes(V2_MAX_LENGTH)))[0] == ProxyHeader(2, PROXY, UNSPEC)
     over = v2(0x21, 0x11, b"", length=V2_MAX_LENGTH + 1)

@@ -54,6 +54,9 @@ def test_the_character_classes_are_what_all_of_unicode_folds_to():
     derived = fold_tables()
     if unicodedata.unidata_version == _TABLES_VERSION:
         assert derived == _TABLES
+        assert text_module._FOLD_TABLES is _TABLES  # on their own version, the stored tables: no second at import
+    else:
+        assert derived == text_module._FOLD_TABLES  # on any other, this Python's own
     assert sorted(derived) == sorted(_TABLES)
     for name, ranges in derived.items():
         for span in ranges.split():

@@ -266,6 +266,11 @@ class Supervisor:
                     info = signal.sigwaitinfo(_SIGNALS)
                 else:
                     info = signal.sigtimedwait(_SIGNALS, timeout)
+                    if info is not None and info.si_signo not in _SIGNALS:
+                        # CPython's sigtimedwait hands back an unfilled record when the wait is
+                        # interrupted after its timeout has passed: a supervisor stopped with
+                        # Ctrl-Z (SIGSTOP) past a deadline and then continued.  It is a timeout.
+                        info = None
                 if info is not None:
                     if info.si_signo == signal.SIGCHLD:
                         self._reap()

@@ -22,6 +22,7 @@ import pytest
 from server.config import parse
 from server.options import UsageError
 from server.sharing import BUSY, SharedLimit, read_addresses, read_counts
+from server.supervisor import DRAIN_MARGIN
 from tests.hardening.harness import wait_until
 from tests.proxywire import v1, v2
 from tests.serverproc import ROOT, ServerProcess
@@ -285,6 +286,32 @@ def test_a_drain_that_overruns_is_cut_short_with_a_clear_line(supervised):
     server.signal(signal.SIGTERM)
     assert server.wait(timeout=60) == 1
     assert any("Procesos sin terminar 10 s después de la señal: se matan" in line for line in server.stderr)
+    assert all(_gone(pid) for pid in pids.values())
+
+
+# As _HANGING, and each process says when the supervisor's SIGTERM reaches it.
+_HANGING_TOLD = _HANGING.replace(
+    "from server.__main__",
+    "app.Server._on_signal = lambda self, signum, frame: print('told to stop', flush=True)\nfrom server.__main__",
+)
+
+
+def test_a_supervisor_stopped_past_its_drain_deadline_ends_the_drain_as_planned(supervised):
+    """Ctrl-Z (SIGSTOP) while draining, continued after the deadline: the overdue kill, not a "second signal"."""
+    server = supervised("--processes", "2", "--drain-timeout", "0", command=[sys.executable, "-c", _HANGING_TOLD])
+    pids = _pids(server, 2)
+    server.signal(signal.SIGTERM)
+    server.wait_for_text("told to stop")  # the supervisor has passed SIGTERM on: its deadline is set
+    deadline = time.monotonic() + DRAIN_MARGIN + 0.5  # later than the supervisor's own
+    os.kill(server.proc.pid, signal.SIGSTOP)
+    try:
+        while (left := deadline - time.monotonic()) > 0:
+            time.sleep(left)  # the condition is the time itself: stopped until the deadline has passed
+    finally:
+        os.kill(server.proc.pid, signal.SIGCONT)
+    assert server.wait(timeout=60) == 1
+    assert any("Procesos sin terminar 10 s después de la señal: se matan" in line for line in server.stderr)
+    assert not any("Segunda señal" in line for line in server.stderr), server.stderr
     assert all(_gone(pid) for pid in pids.values())
 
 

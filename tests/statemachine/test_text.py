@@ -103,8 +103,8 @@ BOUNDARY_BYTES = [
 
 
 def short_endings() -> list[bytes]:
-    """Every ending of one or two bytes, and three-byte endings over the boundary bytes."""
-    endings = [bytes([a]) for a in range(256)]
+    """Nothing at all, every ending of one or two bytes, and three-byte endings over the boundary bytes."""
+    endings = [b""] + [bytes([a]) for a in range(256)]
     endings += [bytes(pair) for pair in itertools.product(range(256), repeat=2)]
     endings += [bytes(triple) for triple in itertools.product(BOUNDARY_BYTES, repeat=3)]
     return endings

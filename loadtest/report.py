@@ -429,14 +429,18 @@ def chart_slots(
     return workloads, servers, slots
 
 
-def caption(workloads: Sequence[str], not_applicable: Sequence[tuple[str, str, str]] = ()) -> str:
-    """What each workload is, and why a slot is empty."""
+def caption(
+    workloads: Sequence[str], not_applicable: Sequence[tuple[str, str, str]] = (), floor_marked: bool = False
+) -> str:
+    """What each workload is, why a slot is empty, and (when a bar is marked so) what the floor mark means."""
     names = [f"{w}: {WORKLOADS[w][0]}" for w in workloads if w in WORKLOADS]
     lines = ["   ".join(names[i : i + 3]) for i in range(0, len(names), 3)]
     reasons = sorted({reason for _, _, reason in not_applicable})
     if reasons:
         lines.append(f"n/a: the server does not run that workload ({'; '.join(reasons)})")
-    lines.append(f"CPU bars marked <{CPU_FLOOR_US:g}: below the CPU clock's resolution, drawn at {CPU_FLOOR_US:g} us")
+    if floor_marked:
+        floor = f"{CPU_FLOOR_US:g}"
+        lines.append(f"CPU bars marked <{floor}: below the CPU clock's resolution, drawn at {floor} us")
     return "\n".join(lines)
 
 
@@ -480,7 +484,8 @@ def chart(path: Path, rows: Sequence[Row], title: str, not_applicable: Sequence[
         axis.grid(axis="y", alpha=0.3)
     top.set_title(title)
     figure.legend(loc="outside upper center", ncols=min(len(servers), 5), fontsize="small")
-    figure.supxlabel(caption(workloads, not_applicable), fontsize="small")
+    marked = any(slot.note and slot.note != "n/a" for slot in slots)
+    figure.supxlabel(caption(workloads, not_applicable, marked), fontsize="small")
     figure.savefig(path, dpi=100)
     plt.close(figure)
 

@@ -250,6 +250,12 @@ def test_a_cpu_figure_of_zero_is_drawn_at_the_floor_and_marked():
     assert next(slot for slot in slots if slot.server == "P1").note == ""
 
 
+def test_the_caption_explains_the_floor_mark_only_when_a_bar_carries_it():
+    floor_line = f"CPU bars marked <{report.CPU_FLOOR_US:g}"
+    assert floor_line in report.caption(["W5"], floor_marked=True)
+    assert floor_line not in report.caption(["W5"])
+
+
 def test_committed_table_and_chart_are_drawn_from_the_committed_json(tmp_path):
     """``python -m loadtest.report loadtest/results/bench.json`` gives back the committed table."""
     document, rows, skipped = _committed_run()

@@ -6,6 +6,8 @@ these tests hold its pieces to what BENCH.md asks, with no timing in them.
 
 from __future__ import annotations
 
+import pytest
+
 from loadtest import noisy, readcost, report
 from loadtest.servers import OURS
 from server import worker
@@ -74,6 +76,9 @@ def test_w6_checks_compare_ten_abusers_with_none_and_with_p2():
     assert "| upperecho (ours) | 10 | 3,000 | 6,000 | 60.0x | 60.0x | 167 |" in table
     assert "| P2 uvloop Protocol | 0 | 40 | 80 | 1 | 1 | 12,500 |" in table
     assert "costliest 64 KiB read | \\xff\\n | 3.00 ms | plain ASCII 1.00 ms | 3.0x" in table
+    assert "still busy" not in table
+    samples[0]["extra"]["server_idle_before_read_cost"] = False
+    assert "| 3.0x | timed while the server was still busy |" in report.format_table(report.summarize(samples))
 
 
 def test_a_level_where_the_honest_client_got_nothing_says_so():
@@ -94,3 +99,24 @@ def test_the_distinct_invalid_contents_are_what_they_say():
 
 def test_the_read_the_bench_times_is_the_read_the_server_makes():
     assert readcost.READ_SIZE == worker.READ_SIZE
+
+
+class _Clock:
+    """A server whose CPU seconds are read from a list, one figure per look."""
+
+    def __init__(self, figures: list[float]) -> None:
+        self.figures = iter(figures)
+
+    def cpu_seconds(self) -> float:
+        return next(self.figures)
+
+
+def test_the_read_cost_waits_until_the_server_has_stopped_working():
+    window = 0.001
+    busy, quiet = window, noisy.IDLE_SHARE * window / 2  # a whole core, then under the idle share
+    draining = _Clock([0.0, busy, 2 * busy, 2 * busy + quiet])
+    assert noisy.wait_idle(draining, window=window, timeout=10)
+    with pytest.raises(StopIteration):  # it looked exactly until the quiet window
+        draining.cpu_seconds()
+    never = _Clock([float(i) for i in range(100_000)])
+    assert not noisy.wait_idle(never, window=window, timeout=0.05)

@@ -19,9 +19,10 @@ become explicit and are handled here:
   nothing is left behind.  The two cases where something would still wait
   unseen are taken care of: application data that came with the end of the
   handshake (the worker takes it at once, :meth:`TlsTransport.buffered`), and
-  a ``close_notify`` read together with data (the data is returned now, and
-  the socket's receiving side is shut so that epoll reports the end of the
-  stream again and the next ``recv`` returns ``b""``);
+  a ``close_notify`` read together with data, in any read or with the end of
+  the handshake (the data is returned now, and the socket's receiving side is
+  shut so that epoll reports the end of the stream again and the next ``recv``
+  returns ``b""``);
 * ``unwrap()`` without blocking: :meth:`TlsTransport.shutdown` writes our
   ``close_notify`` and does not wait for the client's; the socket's sending side
   is shut only once every byte of it has gone, so the lingering close (L13)
@@ -166,6 +167,7 @@ class TlsTransport:
         """Plaintext OpenSSL already holds (sent with the end of the handshake): bytes, ``b""`` at end, or None."""
         plain = self._read_plain()
         if plain:
+            self._end_after(plain)
             return plain
         return b"" if self._ended else None
 
@@ -180,16 +182,21 @@ class TlsTransport:
             self._incoming.write_eof()
         plain = self._read_plain()
         if plain:
-            if self._ended:  # the end came with the data: make epoll report it again
-                try:
-                    self._sock.shutdown(socket.SHUT_RD)
-                except OSError:
-                    pass
+            self._end_after(plain)
             return plain
         if self._ended or not data:
             self._ended = True
             return b""
         raise BlockingIOError  # part of a record: nothing to give yet
+
+    def _end_after(self, plain: bytes) -> None:
+        """The end came with ``plain``: shut the receiving side, so that epoll reports it again once
+        the data is taken (the socket itself may have nothing more to say: a ``close_notify`` without FIN)."""
+        if self._ended:
+            try:
+                self._sock.shutdown(socket.SHUT_RD)
+            except OSError:
+                pass
 
     def send(self, data: bytes | bytearray | memoryview) -> int:
         """Encrypt and send from the start of ``data``; returns the plaintext bytes whose ciphertext is all sent.

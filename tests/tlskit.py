@@ -48,7 +48,11 @@ def make_cert(directory: Path, name: str = "localhost", names: str = DEFAULT_NAM
 class RecordClient:
     """A TLS client over a blocking socket where the test decides when ``close_notify`` and FIN go out."""
 
-    def __init__(self, address: tuple[str, int], context: ssl.SSLContext, timeout: float = 30.0) -> None:
+    def __init__(
+        self, address: tuple[str, int], context: ssl.SSLContext, timeout: float = 30.0, hold_finished: bool = False
+    ) -> None:
+        """``hold_finished``: our last handshake flight goes out with the next write, so the
+        server reads the end of the handshake together with what follows it."""
         self.sock = socket.create_connection(address, timeout=timeout)
         self._in = ssl.MemoryBIO()
         self._out = ssl.MemoryBIO()
@@ -62,7 +66,8 @@ class RecordClient:
             except ssl.SSLWantReadError:
                 self._push()
                 self._pull_or_fail()
-        self._push()
+        if not hold_finished:
+            self._push()
 
     def _push(self) -> None:
         if self._out.pending:

@@ -97,6 +97,18 @@ def test_half_close_over_tls_answers_every_message_and_the_tail(start_server, ce
     srv.wait_for_text(": end of stream")
 
 
+@pytest.mark.parametrize("half_close", [True, False], ids=["with-fin", "close-notify-only"])
+def test_data_and_close_notify_that_come_with_the_end_of_the_handshake_end_the_session(start_server, cert, half_close):
+    """L7 when the server reads the client's Finished, its data and its close_notify at once (a slow server)."""
+    srv = _start(start_server, cert)
+    with RecordClient(srv.address, cert.client_context(), hold_finished=True) as client:
+        client.send_and_close_notify(b"uno\r\ndos", half_close)
+        assert client.read_to_end() == b"UNO\r\nDOS"
+        assert client.close_notify
+        assert client.wait_tcp_end() == b""
+    srv.wait_for_text(": end of stream")
+
+
 def test_lingering_close_over_tls_keeps_every_reply(start_server, cert):
     """L13: replies the client has not read yet survive the close, even with its input still arriving."""
     srv = _start(start_server, cert, "-q")

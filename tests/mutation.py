@@ -267,6 +267,48 @@ def keep_survivors(workdir: Path, tests_hash: str) -> int:
         ).rowcount
 
 
+def repeated_line_mutants(workdir: Path) -> list[tuple[int, str]]:
+    """The mutants mutmut 2.5.1 leaves unrun: on a line whose text an earlier line of the same file has.
+
+    Its cache looks up the record of a line by the line's text first and reuses
+    it for every later line with the same text (``get_cached_mutation_statuses``),
+    so a repeated ``return b""`` takes the verdicts of the first one and its own
+    mutants are never run: they stay "untested" after a finished run.  Returns
+    ``(mutant number, file)`` for each.
+    """
+    with sqlite3.connect(workdir / CACHE) as cache:
+        return cache.execute(
+            "SELECT m.id, s.filename FROM Mutant m JOIN Line l ON m.line = l.id"
+            " JOIN SourceFile s ON l.sourcefile = s.id WHERE m.status = 'untested' AND EXISTS ("
+            "SELECT 1 FROM Line o WHERE o.sourcefile = l.sourcefile AND o.line = l.line"
+            " AND o.line_number < l.line_number) ORDER BY m.id"
+        ).fetchall()
+
+
+def record_verdict(workdir: Path, number: int, killed: bool, tests_hash: str) -> None:
+    """Write a mutant's verdict into mutmut's record, as its own run would."""
+    with sqlite3.connect(workdir / CACHE) as cache:
+        cache.execute(
+            "UPDATE Mutant SET status = ?, tested_against_hash = ? WHERE id = ?",
+            ("ok_killed" if killed else "bad_survived", tests_hash, number),
+        )
+
+
+def run_repeated_lines(name: str, workdir: Path, commands: dict[str, str], tests_hash: str) -> None:
+    """Run the mutants mutmut skipped (:func:`repeated_line_mutants`) with each file's own test command."""
+    left = repeated_line_mutants(workdir)
+    if left:
+        print(f"[{name}] {len(left)} mutants on repeated lines, which mutmut skips: run here", flush=True)
+    for number, filename in left:
+        subprocess.run([*MUTMUT, "apply", str(number)], cwd=workdir, check=True, capture_output=True)
+        try:
+            failed = subprocess.run(shlex.split(commands[filename]), cwd=workdir).returncode != 0
+        finally:
+            shutil.copy2(ROOT / filename, workdir / filename)
+        record_verdict(workdir, number, failed, tests_hash)
+        print(f"[{name}] #{number} {filename}: {'killed' if failed else 'survived'}", flush=True)
+
+
 #: mutmut's hash of the tests, as its run computes it (run in the copy).
 _TESTS_HASH = "from mutmut.cache import hash_of_tests; print(hash_of_tests(['tests/']))"
 
@@ -285,14 +327,15 @@ def run_part(
     copy_tree(workdir, keep_cache=resume)
     if baseline is not None:  # shards of one run: the suite has passed once, unmutated; not once a shard
         subprocess.run([sys.executable, "-c", _SEED_BASELINE, str(baseline)], cwd=workdir, check=True)
+    tests_hash = subprocess.run(
+        [sys.executable, "-c", _TESTS_HASH], cwd=workdir, check=True, capture_output=True, text=True
+    ).stdout.strip()
     if survivors_read and (workdir / CACHE).exists():
-        tests_hash = subprocess.run(
-            [sys.executable, "-c", _TESTS_HASH], cwd=workdir, check=True, capture_output=True, text=True
-        ).stdout.strip()
         print(f"[{name}] {keep_survivors(workdir, tests_hash)} survivors already read are not run again", flush=True)
     runner = shlex.join([*RUNNER, *PYTEST_OPTIONS, *part.tests, *part.pytest_options])
     files = [str(file.relative_to(ROOT)) for path in (only or part.paths).split(",") for file in _sources(path)]
-    hook = _HOOK.format(commands=test_commands(part, files))
+    commands = test_commands(part, files)
+    hook = _HOOK.format(commands=commands)
     (workdir / "mutmut_config.py").write_text(hook, encoding="utf-8")
     command = [
         *MUTMUT,
@@ -318,6 +361,7 @@ def run_part(
     run = subprocess.run(command, cwd=workdir)
     if run.returncode & 1:
         raise MutationRunError(f"mutmut failed on {name} (exit {run.returncode}); see the output above")
+    run_repeated_lines(name, workdir, commands, tests_hash)
     return report_part(name, only, every, time.monotonic() - started)
 
 

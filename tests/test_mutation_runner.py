@@ -109,6 +109,30 @@ def test_survivors_already_read_are_marked_as_run_against_todays_tests_and_nothi
     ]
 
 
+def test_the_mutants_mutmut_skips_on_repeated_lines_are_found_and_their_verdicts_recorded(tmp_path):
+    """mutmut's record of a line is found by its text, so a line repeated later in a file is never run."""
+    with sqlite3.connect(tmp_path / mutation.CACHE) as cache:
+        cache.executescript(
+            "CREATE TABLE SourceFile (id INTEGER PRIMARY KEY, filename TEXT);"
+            "CREATE TABLE Line (id INTEGER PRIMARY KEY, sourcefile INTEGER, line TEXT, line_number INTEGER);"
+            "CREATE TABLE Mutant (id INTEGER PRIMARY KEY, line INTEGER, tested_against_hash TEXT, status TEXT);"
+            "INSERT INTO SourceFile VALUES (1, 'a.py'), (2, 'b.py');"
+            # a.py: 'return b""' on lines 3 and 9, 'x = 1' once; b.py repeats a.py's line once only
+            "INSERT INTO Line VALUES (1, 1, 'return b\"\"', 3), (2, 1, 'x = 1', 5), (3, 1, 'return b\"\"', 9),"
+            " (4, 2, 'return b\"\"', 1);"
+            "INSERT INTO Mutant VALUES (1, 1, 'h', 'ok_killed'), (2, 2, '', 'untested'), (3, 3, '', 'untested'),"
+            " (4, 3, '', 'untested'), (5, 4, '', 'untested'), (6, 3, 'h', 'ok_killed');"
+        )
+    # not x = 1 (its run was only stopped), nor b.py's line (the first of its text in that file)
+    assert mutation.repeated_line_mutants(tmp_path) == [(3, "a.py"), (4, "a.py")]
+    mutation.record_verdict(tmp_path, 3, True, "today")
+    mutation.record_verdict(tmp_path, 4, False, "today")
+    assert mutation.repeated_line_mutants(tmp_path) == []
+    with sqlite3.connect(tmp_path / mutation.CACHE) as cache:
+        rows = cache.execute("SELECT id, status, tested_against_hash FROM Mutant WHERE id IN (3, 4)").fetchall()
+    assert rows == [(3, "ok_killed", "today"), (4, "bad_survived", "today")]
+
+
 def test_survivors_read_goes_only_with_resume(capsys):
     with pytest.raises(SystemExit):
         mutation.main(["statemachine", "--survivors-read"])

@@ -219,11 +219,13 @@ def read_results(workdir: Path, paths: str) -> Outcome:
     for path in paths.split(","):
         for file in _sources(path):
             shutil.copy2(file, workdir / file.relative_to(ROOT))
+    files = {str(file.relative_to(ROOT)) for path in paths.split(",") for file in _sources(path)}
     with sqlite3.connect(workdir / CACHE) as cache:
         rows = cache.execute(
             "SELECT m.id, m.status, l.line_number, s.filename FROM Mutant m"
             " JOIN Line l ON m.line = l.id JOIN SourceFile s ON l.sourcefile = s.id ORDER BY m.id"
         ).fetchall()
+    rows = [row for row in rows if row[3] in files]  # a copy once used for other files still holds their record
 
     def shown(number: int, line: int, filename: str) -> str:
         diff = subprocess.run([*MUTMUT, "show", str(number)], cwd=workdir, capture_output=True, text=True).stdout

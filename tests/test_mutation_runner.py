@@ -133,6 +133,22 @@ def test_the_mutants_mutmut_skips_on_repeated_lines_are_found_and_their_verdicts
     assert rows == [(3, "ok_killed", "today"), (4, "bad_survived", "today")]
 
 
+def test_a_summary_counts_only_the_files_it_names(tmp_path):
+    """A copy whose record also holds other files' mutants (it once ran them) reports only the files asked for."""
+    (tmp_path / "statemachine").mkdir()
+    with sqlite3.connect(tmp_path / mutation.CACHE) as cache:
+        cache.executescript(
+            "CREATE TABLE SourceFile (id INTEGER PRIMARY KEY, filename TEXT);"
+            "CREATE TABLE Line (id INTEGER PRIMARY KEY, sourcefile INTEGER, line TEXT, line_number INTEGER);"
+            "CREATE TABLE Mutant (id INTEGER PRIMARY KEY, line INTEGER, tested_against_hash TEXT, status TEXT);"
+            "INSERT INTO SourceFile VALUES (1, 'statemachine/text.py'), (2, 'statemachine/framing.py');"
+            "INSERT INTO Line VALUES (1, 1, 'a', 0), (2, 2, 'b', 0);"
+            "INSERT INTO Mutant VALUES (1, 1, 'h', 'ok_killed'), (2, 1, 'h', 'ok_killed'), (3, 2, '', 'untested');"
+        )
+    outcome = mutation.read_results(tmp_path, "statemachine/text.py")
+    assert (outcome.mutants, outcome.killed, outcome.untested) == (2, 2, 0)
+
+
 def test_survivors_read_goes_only_with_resume(capsys):
     with pytest.raises(SystemExit):
         mutation.main(["statemachine", "--survivors-read"])

@@ -31,6 +31,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -269,22 +270,23 @@ def keep_survivors(workdir: Path, tests_hash: str) -> int:
         ).rowcount
 
 
-def repeated_line_mutants(workdir: Path) -> list[tuple[int, str]]:
+def repeated_line_mutants(workdir: Path, files: Collection[str]) -> list[tuple[int, str]]:
     """The mutants mutmut 2.5.1 leaves unrun: on a line whose text an earlier line of the same file has.
 
     Its cache looks up the record of a line by the line's text first and reuses
     it for every later line with the same text (``get_cached_mutation_statuses``),
     so a repeated ``return b""`` takes the verdicts of the first one and its own
     mutants are never run: they stay "untested" after a finished run.  Returns
-    ``(mutant number, file)`` for each.
+    ``(mutant number, file)`` for each in ``files`` (the record may hold others, from another run).
     """
     with sqlite3.connect(workdir / CACHE) as cache:
-        return cache.execute(
+        rows = cache.execute(
             "SELECT m.id, s.filename FROM Mutant m JOIN Line l ON m.line = l.id"
             " JOIN SourceFile s ON l.sourcefile = s.id WHERE m.status = 'untested' AND EXISTS ("
             "SELECT 1 FROM Line o WHERE o.sourcefile = l.sourcefile AND o.line = l.line"
             " AND o.line_number < l.line_number) ORDER BY m.id"
         ).fetchall()
+    return [(number, filename) for number, filename in rows if filename in files]
 
 
 def record_verdict(workdir: Path, number: int, killed: bool, tests_hash: str) -> None:
@@ -298,7 +300,7 @@ def record_verdict(workdir: Path, number: int, killed: bool, tests_hash: str) ->
 
 def run_repeated_lines(name: str, workdir: Path, commands: dict[str, str], tests_hash: str) -> None:
     """Run the mutants mutmut skipped (:func:`repeated_line_mutants`) with each file's own test command."""
-    left = repeated_line_mutants(workdir)
+    left = repeated_line_mutants(workdir, commands)
     if left:
         print(f"[{name}] {len(left)} mutants on repeated lines, which mutmut skips: run here", flush=True)
     for number, filename in left:

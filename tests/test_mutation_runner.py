@@ -124,10 +124,11 @@ def test_the_mutants_mutmut_skips_on_repeated_lines_are_found_and_their_verdicts
             " (4, 3, '', 'untested'), (5, 4, '', 'untested'), (6, 3, 'h', 'ok_killed');"
         )
     # not x = 1 (its run was only stopped), nor b.py's line (the first of its text in that file)
-    assert mutation.repeated_line_mutants(tmp_path) == [(3, "a.py"), (4, "a.py")]
+    assert mutation.repeated_line_mutants(tmp_path, ["a.py", "b.py"]) == [(3, "a.py"), (4, "a.py")]
+    assert mutation.repeated_line_mutants(tmp_path, ["b.py"]) == []  # only the files the run is about
     mutation.record_verdict(tmp_path, 3, True, "today")
     mutation.record_verdict(tmp_path, 4, False, "today")
-    assert mutation.repeated_line_mutants(tmp_path) == []
+    assert mutation.repeated_line_mutants(tmp_path, ["a.py", "b.py"]) == []
     with sqlite3.connect(tmp_path / mutation.CACHE) as cache:
         rows = cache.execute("SELECT id, status, tested_against_hash FROM Mutant WHERE id IN (3, 4)").fetchall()
     assert rows == [(3, "ok_killed", "today"), (4, "bad_survived", "today")]

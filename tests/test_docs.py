@@ -85,14 +85,14 @@ def test_the_supervisors_drawings_hold_exactly_their_declared_tables():
         assert _read_back(drawing) == (declared, [initial], finals)
 
 
-def _drawn_group(moves: list[list[str]]) -> tuple[str, dict[tuple[str, str], str]]:
-    """A small machine with ``A`` and ``B`` offered as group ``G``: its drawing and its table."""
+def _drawn_group(moves: list[list[str]], members: tuple[str, ...] = ("A", "B")) -> tuple[str, dict]:
+    """A small machine with ``members`` offered as group ``G``: its drawing and its table."""
     from transitions import Machine
 
     from statemachine.diagram import mermaid_of
 
     machine = Machine(states=["A", "B", "C"], transitions=moves, initial="A", auto_transitions=False)
-    drawing = mermaid_of(machine, "t", groups={"G": ["A", "B"]}, entries=["A"], finals=["C"])
+    drawing = mermaid_of(machine, "t", groups={"G": list(members)}, entries=["A"], finals=["C"])
     return drawing, {(source, trigger): dest for trigger, source, dest in moves}
 
 
@@ -103,6 +103,8 @@ def test_states_are_drawn_as_one_only_when_they_leave_alike():
     assert "state G {" in alike and _read_back(alike) == (table, ["A"], ["C"])
     unlike, table = _drawn_group(inside + [["stop", "A", "C"], ["quit", "B", "C"]])
     assert "state G {" not in unlike and _read_back(unlike) == (table, ["A"], ["C"])
+    alone, table = _drawn_group(inside + [["stop", "A", "C"], ["stop", "B", "C"]], members=("B",))
+    assert "state G {" in alone and _read_back(alone) == (table, ["A"], ["C"])  # a group of one leaves like itself
 
 
 def test_the_drawing_marks_no_state_as_active_and_the_message_loop_label_stands_alone():

@@ -86,7 +86,7 @@ PARTS = {
         first={
             "statemachine/framing.py": _tests("framing", "line_limit", "every_boundary"),
             "statemachine/machine.py": (*_tests("machine"), "tests/formal/test_conformance.py"),
-            "statemachine/diagram.py": _tests("machine"),
+            "statemachine/diagram.py": (*_tests("machine"), "tests/test_docs.py"),
             "statemachine/proxy.py": _tests("proxy", "session_proxy"),
             "statemachine/session.py": _tests(
                 "session_line", "session_raw", "session_control", "session_messages", "session_reports", "limits"

@@ -17,6 +17,9 @@ from __future__ import annotations
 
 import socket
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
 
 import pytest
 
@@ -47,13 +50,7 @@ def _held(session) -> int:
 )
 @pytest.mark.timeout(120)
 def test_a_client_that_never_reads_holds_no_more_than_the_bound(framing, line):
-    server = Server(Config(framing=framing, workers=1, idle_timeout=0, line_timeout=0))
-    worker = server.workers[0]
-    ours, theirs = socket.socketpair()
-    try:
-        theirs.setblocking(False)
-        worker._adopt(ours, ("127.0.0.1", 1), None, time.monotonic())  # admitted: no refusal line
-        conn = worker.conns[ours.fileno()]
+    with _one_connection(framing) as (worker, conn, theirs):
         session = conn.session
         payload = line * max(1, 65536 // len(line)) if framing == "line" else line
         reply = len(session.receive(line, 0.0)) if framing == "line" else 21  # what one line costs
@@ -76,6 +73,19 @@ def test_a_client_that_never_reads_holds_no_more_than_the_bound(framing, line):
         assert session.is_open
         assert len(conn.out) > DEFAULT_OUTPUT_LIMIT  # it stopped because of the bound, not by chance
         print(f"[figures] {framing} {line[:8]!r}: most held + unsent {most / 2**20:.3f} MiB after {reads} reads")
+
+
+@contextmanager
+def _one_connection(framing: str = "line") -> Iterator[tuple[Any, Any, socket.socket]]:
+    """A worker driven in this thread with one admitted connection; yields the worker, the connection
+    and the client's end of the socket pair (non-blocking; it never reads unless the test does)."""
+    server = Server(Config(framing=framing, workers=1, idle_timeout=0, line_timeout=0))
+    worker = server.workers[0]
+    ours, theirs = socket.socketpair()
+    try:
+        theirs.setblocking(False)
+        worker._adopt(ours, ("127.0.0.1", 1), None, time.monotonic())  # admitted: no refusal line
+        yield worker, worker.conns[ours.fileno()], theirs
     finally:
         for conn in list(worker.conns.values()):
             worker._abort(conn)
@@ -83,3 +93,14 @@ def test_a_client_that_never_reads_holds_no_more_than_the_bound(framing, line):
         theirs.close()
         for sock in (worker._wake_r, worker._wake_w, server._wake_r, server._wake_w):
             sock.close()
+
+
+@pytest.mark.timeout(60)
+def test_reading_pauses_once_the_unsent_output_exceeds_the_bound_and_not_at_it():
+    """L12: a client is not read from while its unsent output *exceeds* the bound; at the bound it still is."""
+    with _one_connection() as (worker, conn, _):
+        limit = DEFAULT_OUTPUT_LIMIT
+        for queued, reading in ((limit - 1, True), (limit, True), (limit + 1, False)):
+            conn.out[:] = bytes(queued)
+            worker._interest(conn)
+            assert bool(conn.mask & READ) == reading, queued

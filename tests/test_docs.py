@@ -85,26 +85,37 @@ def test_the_supervisors_drawings_hold_exactly_their_declared_tables():
         assert _read_back(drawing) == (declared, [initial], finals)
 
 
-def _drawn_group(moves: list[list[str]], members: tuple[str, ...] = ("A", "B")) -> tuple[str, dict]:
-    """A small machine with ``members`` offered as group ``G``: its drawing and its table."""
+def _drawn(moves: list[list[str]], groups: dict[str, list[str]]) -> tuple[str, tuple]:
+    """A small machine (entered at ``A``, ended at ``Z``) drawn with ``groups``: the drawing, and what
+    reading it back must give (its table, entries and finals)."""
     from transitions import Machine
 
     from statemachine.diagram import mermaid_of
 
-    machine = Machine(states=["A", "B", "C"], transitions=moves, initial="A", auto_transitions=False)
-    drawing = mermaid_of(machine, "t", groups={"G": list(members)}, entries=["A"], finals=["C"])
-    return drawing, {(source, trigger): dest for trigger, source, dest in moves}
+    states = sorted({state for _, source, dest in moves for state in (source, dest)})
+    machine = Machine(states=states, transitions=moves, initial="A", auto_transitions=False)
+    drawing = mermaid_of(machine, "t", groups=groups, entries=["A"], finals=["Z"])
+    return drawing, ({(source, trigger): dest for trigger, source, dest in moves}, ["A"], ["Z"])
 
 
 def test_states_are_drawn_as_one_only_when_they_leave_alike():
     """A group is one composite state only if its members' exits out of it are the same, whatever they do inside."""
     inside = [["step", "A", "B"], ["step", "B", "B"]]
-    alike, table = _drawn_group(inside + [["stop", "A", "C"], ["stop", "B", "C"]])
-    assert "state G {" in alike and _read_back(alike) == (table, ["A"], ["C"])
-    unlike, table = _drawn_group(inside + [["stop", "A", "C"], ["quit", "B", "C"]])
-    assert "state G {" not in unlike and _read_back(unlike) == (table, ["A"], ["C"])
-    alone, table = _drawn_group(inside + [["stop", "A", "C"], ["stop", "B", "C"]], members=("B",))
-    assert "state G {" in alone and _read_back(alone) == (table, ["A"], ["C"])  # a group of one leaves like itself
+    alike, expected = _drawn(inside + [["stop", "A", "Z"], ["stop", "B", "Z"]], {"G": ["A", "B"]})
+    assert "state G {" in alike and _read_back(alike) == expected
+    unlike, expected = _drawn(inside + [["stop", "A", "Z"], ["quit", "B", "Z"]], {"G": ["A", "B"]})
+    assert "state G {" not in unlike and _read_back(unlike) == expected
+    alone, expected = _drawn(inside + [["stop", "A", "Z"], ["stop", "B", "Z"]], {"G": ["B"]})
+    assert "state G {" in alone and _read_back(alone) == expected  # a group of one leaves like itself
+
+
+def test_each_group_is_judged_on_its_own():
+    """A group drawn state by state does not keep a later group that leaves alike from being drawn as one."""
+    first = [["step", "A", "B"], ["step", "B", "B"], ["stop", "A", "Z"], ["quit", "B", "Z"], ["jump", "A", "C"]]
+    second = [["go", "C", "D"], ["go", "D", "D"], ["stop", "C", "Z"], ["stop", "D", "Z"]]
+    drawing, expected = _drawn(first + second, {"G1": ["A", "B"], "G2": ["C", "D"]})
+    assert "state G1 {" not in drawing and "state G2 {" in drawing
+    assert _read_back(drawing) == expected
 
 
 def test_the_drawing_marks_no_state_as_active_and_the_message_loop_label_stands_alone():

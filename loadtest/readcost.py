@@ -70,6 +70,11 @@ CONTENTS: dict[str, bytes] = {
     "distinct invalid 3-byte lines": b"".join(_invalid_pairs()[: READ_SIZE // 3]),
     "distinct valid lines, one invalid": b"\xff\n"
     + b"".join(f"ñ{i:05d}\n".encode() for i in range((READ_SIZE - 2) // 8)),
+    # invalid lines that never neighbour each other, so each is found and replaced on its own
+    "invalid lines, LF and CRLF in turn": _fill(b"\xff\n\xff\r\n"),
+    "ASCII and invalid lines in turn": _fill(b"a\n\xff\n"),
+    "invalid and empty lines in turn": _fill(b"\xff\n\n"),
+    "x and an invalid byte": _fill(b"x\x80\n"),
 }
 BASELINE = "ascii a\\n"
 

@@ -223,7 +223,12 @@ class Connection:
     def _receive_raw(self) -> str:
         data = self._recv()
         while incomplete_tail(data):
-            data += self._recv()
+            try:
+                data += self._recv()
+            except ConnectionLost:
+                if not self.closed_by_server:
+                    raise
+                break  # the stream ended mid-character: show what came, U+FFFD for the cut; the next read tells
         text = data.decode(errors="replace")
         if text.startswith(SERVER_LINE_PREFIX) and text.endswith("\n"):
             return text[:-1]

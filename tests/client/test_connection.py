@@ -44,6 +44,21 @@ def test_server_gone_mid_session_is_connection_lost():
             conn.request("dos")
 
 
+def test_a_raw_reply_cut_mid_character_by_the_end_of_the_stream_is_shown_then_the_loss_is_told():
+    """A server that ends the stream in the middle of a character (the classroom's crashes so)
+    still has its last reply shown, the cut character as U+FFFD; the next read tells the loss."""
+
+    def cut(conn, fake):
+        fake.recv(conn)
+        conn.sendall("AÑO ".encode() + "Ñ".encode()[:1])  # one byte of a two-byte character, then the end
+
+    with fake_server(cut) as fake, Connection(*fake.address, framing="raw") as conn:
+        conn.send("año ñ")
+        assert conn.receive_line() == "AÑO \ufffd"
+        with pytest.raises(ConnectionLost, match="the server closed the connection"):
+            conn.receive_line()
+
+
 def test_silent_server_is_connection_lost_after_the_timeout():
     def mute(conn, fake):
         fake.read_line(conn)

@@ -45,8 +45,9 @@ def test_server_gone_mid_session_is_connection_lost():
 
 
 def test_a_raw_reply_cut_mid_character_by_the_end_of_the_stream_is_shown_then_the_loss_is_told():
-    """A server that ends the stream in the middle of a character (the classroom's crashes so)
-    still has its last reply shown, the cut character as U+FFFD; the next read tells the loss."""
+    """A server that ends the stream in the middle of a character (one that answers byte by
+    byte and then stops, say) still has its last reply shown, the cut character as U+FFFD;
+    the next read tells the loss."""
 
     def cut(conn, fake):
         fake.recv(conn)

@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 import psutil
 
@@ -98,14 +99,29 @@ VARIANTS: dict[str, ServerSpec] = {
 ALL_SPECS: dict[str, ServerSpec] = {**SPECS, **VARIANTS}
 
 
+def _written(file: IO[bytes]) -> str:
+    """What the server has written to ``file`` so far.
+
+    The server writes through the same open file, so it shares the file's
+    offset: a seek here would move where its next line lands (over what it wrote
+    before). Positional reads leave the offset alone.
+    """
+    chunks = []
+    fd, start = file.fileno(), 0
+    while chunk := os.pread(fd, 65536, start):
+        chunks.append(chunk)
+        start += len(chunk)
+    return b"".join(chunks).decode(errors="replace")
+
+
 class RunningServer:
     """A started server process; ``stop()`` (or use as a context manager) ends it."""
 
     def __init__(self, spec: ServerSpec, extra_args: tuple[str, ...] = (), start_timeout: float = 30.0) -> None:
         self.spec = spec
         # The files live as long as the server: stop() closes them.
-        self._out = tempfile.TemporaryFile(mode="w+", encoding="utf-8", errors="replace")  # noqa: SIM115
-        self._err = tempfile.TemporaryFile(mode="w+", encoding="utf-8", errors="replace")  # noqa: SIM115
+        self._out = tempfile.TemporaryFile()  # noqa: SIM115
+        self._err = tempfile.TemporaryFile()  # noqa: SIM115
         command = spec.command() if spec.command is not None else [sys.executable, "-m", spec.module]
         self.proc = subprocess.Popen(
             [*command, "--port", "0", *spec.args, *extra_args],
@@ -144,13 +160,11 @@ class RunningServer:
         return self._address
 
     def _first_line(self) -> str | None:
-        self._out.seek(0)
-        line = self._out.readline()
-        return line.rstrip("\n") if line.endswith("\n") else None
+        line = _written(self._out).partition("\n")
+        return line[0] if line[1] else None
 
     def stderr(self) -> str:
-        self._err.seek(0)
-        return self._err.read()
+        return _written(self._err)
 
     @property
     def pid(self) -> int:

@@ -29,6 +29,9 @@ PATIENCE = 5.0  # seconds the honest client waits for one reply before it gives 
 IDLE_WINDOW = 0.5  # seconds of server CPU watched before the read cost is timed
 IDLE_SHARE = 0.05  # the server is idle once it uses at most this share of a core over a window
 IDLE_TIMEOUT = 60.0  # seconds to wait for that before timing anyway (and saying so)
+#: Rounds of the read cost per W6 round, each content keeping its best: on a noisy machine five let
+#: one round read 11x where the quiet figure was 6-7x; fifteen take about 2 s.
+READ_COST_ROUNDS = 15
 _SKIPPED = ("ascii a\\n", "ascii x\\n", "ña\\n", "CRLF lines", "empty lines")
 #: One cycle of what an abuser sends: every costly content of readcost, one read's worth each.
 PAYLOAD = b"".join(data for name, data in readcost.CONTENTS.items() if name not in _SKIPPED)
@@ -163,7 +166,7 @@ def noisy_neighbours(server: RunningServer, duration: float, patience: float = P
         extra[f"p99_ratio_{abusers}"] = extra[f"p99_us_{abusers}"] / extra["p99_us_0"]
     if server.spec.id == OURS:  # the core's part: the costliest read against plain ASCII, same machine and run
         extra["server_idle_before_read_cost"] = wait_idle(server)
-        costs = readcost.read_costs(rounds=5)
+        costs = readcost.read_costs(rounds=READ_COST_ROUNDS)
         name, ratio = readcost.costliest(costs)
         extra |= {"costliest_read": name, "costliest_read_ms": costs[name] * 1e3, "costliest_read_ratio": ratio}
         extra["ascii_read_ms"] = costs[readcost.BASELINE] * 1e3

@@ -13,7 +13,8 @@ _FOLDED_WORD = DISCONNECT_WORD.casefold()
 # none of them cannot fold to "desconexion", so the hot path skips the exact
 # check.  tests/statemachine/test_text.py derives this set from all of Unicode.
 X_CHARS = frozenset("xX\u1e8a\u1e8b\u1e8c\u1e8d")
-_MAY_DISCONNECT = re.compile("[" + "".join(sorted(X_CHARS)) + "]")
+_X_CHARS_IN_ORDER = sorted(X_CHARS)
+_BEYOND_BMP = re.compile("[\U00010000-\U0010ffff]")
 # For ASCII text the fold is just ``lower()``; the white space ``str.strip``
 # removes is the ASCII ``isspace()`` set, minus LF, which ends a line.
 _ASCII_SPACE = "[\t\x0b\x0c\r\x1c-\x1f ]"
@@ -97,33 +98,46 @@ def _ranges(codes: list[int]) -> str:
     return " ".join(f"{low:04X}" if low == high else f"{low:04X}-{high:04X}" for low, high in spans)
 
 
-def _char_class(ranges: str, low: int = 0, high: int = sys.maxunicode) -> str:
-    """A regular-expression class of the ``ranges`` that fall within ``low``-``high`` ("" if none)."""
+def _char_class(ranges: str, high: int = sys.maxunicode) -> str:
+    """A regular-expression class of the ``ranges`` up to ``high`` ("" if none)."""
     parts = []
     for span in ranges.split():
         first, _, last = span.partition("-")
-        first_code, last_code = max(int(first, 16), low), min(int(last or first, 16), high)
+        first_code, last_code = int(first, 16), min(int(last or first, 16), high)
         if first_code <= last_code:
             parts.append(re.escape(chr(first_code)) + f"-{re.escape(chr(last_code))}")
     return "[" + "".join(parts) + "]" if parts else ""
 
 
-def _disconnect_line_pattern(tables: dict[str, str], beyond_bmp: bool) -> re.Pattern[str]:
-    """The exact pattern; without ``beyond_bmp``, exact only for text within the Basic Multilingual Plane.
+def _disconnect_line_pattern(tables: dict[str, str]) -> re.Pattern[str]:
+    """The exact pattern of a disconnect line, for text of any content.
 
-    The engine tests a class within the plane with one table look-up, but a
-    class reaching beyond it range by range, and a repeat of a single class
-    fastest: so text within the plane (nearly all text) gets the simple pattern,
-    and the marks beyond it are tried only for characters beyond it.
+    Every class is within the Basic Multilingual Plane, which the engine tests
+    with one table look-up: a character beyond it is never part of the word
+    (see ``is_disconnect``), so it simply ends the match.  The look-ahead after
+    the LF turns away at once a line that cannot start the word or is too short
+    to hold it: short lines are the most a read holds.
     """
     space = _char_class(tables["ws"])
     mark = _char_class(tables["empty"], high=0xFFFF)
-    if beyond_bmp:
-        mark = f"(?:{mark}|(?=[\U00010000-\U0010ffff]){_char_class(tables['empty'], low=0x10000)})"
+    first_letter = _char_class(tables[_FOLDED_WORD[0]])
+    can_start = "[" + space[1:-1] + mark[1:-1] + first_letter[1:-1] + "]"
     # The classes are disjoint, so no repeat ever needs to give a character back: possessive
     # repeats (``*+``) match the same lines and spare the engine its backtracking records.
     letters = f"{mark}*+".join(_char_class(tables[letter]) for letter in _FOLDED_WORD)
-    return re.compile(f"\n{space}*+{mark}*+{letters}{mark}*+{space}*+$", re.MULTILINE)
+    # A line of the word holds at least its letters: a shorter one is turned away at once.
+    long_enough = f"[^\\n]{{{len(_FOLDED_WORD) - 1}}}"
+    return re.compile(f"\n(?={can_start}{long_enough}){space}*+{mark}*+{letters}{mark}*+{space}*+$", re.MULTILINE)
+
+
+def may_disconnect(text: str) -> bool:
+    """False when no line of ``text`` can be the disconnect word: it holds no character of ``X_CHARS``.
+
+    Six searches for one character each, which CPython runs as ``memchr``: a
+    fraction of what a character class costs the regular-expression engine,
+    which calls a function per character.
+    """
+    return any(char in text for char in _X_CHARS_IN_ORDER)
 
 
 def fold(text: str) -> str:
@@ -136,20 +150,21 @@ def is_disconnect(text: str) -> bool:
     """True when ``text`` is the disconnect command (L4).
 
     The text stripped of surrounding white space must fold to ``desconexion``:
-    case and accents are ignored (``Desconexión``), nothing else is.
+    case and accents are ignored (``Desconexión``), nothing else is.  Accents are
+    the combining marks of the Basic Multilingual Plane, which hold every accent a
+    letter of the word can take; a character beyond the plane, combining or not,
+    is never part of the word (docs/protocol.md says why).
     """
     stripped = text.strip()
     if stripped.isascii():
         return stripped.lower() == _FOLDED_WORD
-    if not _MAY_DISCONNECT.search(stripped):
+    if not may_disconnect(stripped) or _BEYOND_BMP.search(stripped):
         return False
     return fold(stripped) == _FOLDED_WORD
 
 
 _FOLD_TABLES = _TABLES if unicodedata.unidata_version == _TABLES_VERSION else fold_tables()
-_DISCONNECT_LINE_BMP = _disconnect_line_pattern(_FOLD_TABLES, beyond_bmp=False)
-_DISCONNECT_LINE = _disconnect_line_pattern(_FOLD_TABLES, beyond_bmp=True)
-_BEYOND_BMP = re.compile("[\U00010000-\U0010ffff]")
+_DISCONNECT_LINE = _disconnect_line_pattern(_FOLD_TABLES)
 
 
 def find_disconnect(text: str) -> int:
@@ -160,10 +175,10 @@ def find_disconnect(text: str) -> int:
     """
     if text.isascii():
         pattern = _ASCII_DISCONNECT_LINE
-    elif _MAY_DISCONNECT.search(text) is None:
+    elif not may_disconnect(text):
         return -1
     else:
-        pattern = _DISCONNECT_LINE_BMP if _BEYOND_BMP.search(text) is None else _DISCONNECT_LINE
+        pattern = _DISCONNECT_LINE
     match = pattern.search("\n" + text)
     return -1 if match is None else match.start()  # the LF put first stands for the one before the line
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import codecs
 import itertools
 import sys
+import unicodedata
 
 import pytest
 from hypothesis import given, settings
@@ -86,6 +87,11 @@ def test_the_word_and_its_variants(text):
         "DESCONEXION\x00",
         "DESCONEXION\u200b",  # zero-width space is not white space
         "desconexion desconexion",
+        # combining marks beyond the Basic Multilingual Plane are not accents (docs/protocol.md)
+        "desconexio\U0001d167n",
+        "D\U000101fdESCONEXION",
+        "DESCONEXION\U0001e944",
+        "\U0001d165desconexion",
     ],
 )
 def test_near_misses(text):
@@ -167,3 +173,13 @@ def test_every_split_of_every_sequence_length():
         for cut in range(1, len(encoded)):
             assert incomplete_tail(b"pre" + encoded[:cut]) == cut
         assert incomplete_tail(b"pre" + encoded) == 0
+
+
+def test_fold_still_drops_marks_beyond_the_plane_but_the_word_never_holds_one():
+    """The fold is the text's (every combining mark dropped); the word is narrower: no character beyond the plane."""
+    assert fold("desconexio\U0001d167n") == "desconexion"
+    assert not is_disconnect("desconexio\U0001d167n")
+    beyond = [chr(code) for code in range(0x10000, 0x20000) if unicodedata.combining(chr(code))]
+    assert beyond, "no combining mark beyond the plane sampled"
+    for mark in beyond:
+        assert not is_disconnect(f"desconexio{mark}n"), hex(ord(mark))

@@ -14,6 +14,11 @@ _FOLDED_WORD = DISCONNECT_WORD.casefold()
 # check.  tests/statemachine/test_text.py derives this set from all of Unicode.
 X_CHARS = frozenset("xX\u1e8a\u1e8b\u1e8c\u1e8d")
 _X_CHARS_IN_ORDER = sorted(X_CHARS)
+# What a line that was not UTF-8 becomes before the search (statemachine.session.mark_invalid_lines):
+# a surrogate, which no valid text holds; the second for a line that ended in CRLF.  A mark ends
+# the line before it, so the pattern allows marks there.
+INVALID_MARK = "\udcfe"
+INVALID_CR_MARK = "\udcfd"
 _BEYOND_BMP = re.compile("[\U00010000-\U0010ffff]")
 # For ASCII text the fold is just ``lower()``; the white space ``str.strip``
 # removes is the ASCII ``isspace()`` set, minus LF, which ends a line.
@@ -122,12 +127,15 @@ def _disconnect_line_pattern(tables: dict[str, str]) -> re.Pattern[str]:
     mark = _char_class(tables["empty"], high=0xFFFF)
     first_letter = _char_class(tables[_FOLDED_WORD[0]])
     can_start = "[" + space[1:-1] + mark[1:-1] + first_letter[1:-1] + "]"
+    space_or_invalid = "[" + space[1:-1] + INVALID_CR_MARK + INVALID_MARK + "]"
     # The classes are disjoint, so no repeat ever needs to give a character back: possessive
     # repeats (``*+``) match the same lines and spare the engine its backtracking records.
     letters = f"{mark}*+".join(_char_class(tables[letter]) for letter in _FOLDED_WORD)
     # A line of the word holds at least its letters: a shorter one is turned away at once.
     long_enough = f"[^\\n]{{{len(_FOLDED_WORD) - 1}}}"
-    return re.compile(f"\n(?={can_start}{long_enough}){space}*+{mark}*+{letters}{mark}*+{space}*+$", re.MULTILINE)
+    return re.compile(
+        f"\n(?={can_start}{long_enough}){space}*+{mark}*+{letters}{mark}*+{space_or_invalid}*+$", re.MULTILINE
+    )
 
 
 def may_disconnect(text: str) -> bool:
@@ -173,14 +181,25 @@ def find_disconnect(text: str) -> int:
     One pass over the text, whatever it holds: a cost that grows with its size,
     never with its content (L16).
     """
-    if text.isascii():
+    line = find_disconnect_line("\n" + text)  # the LF put first stands for the one before the first line
+    return line - 1 if line >= 0 else -1
+
+
+def find_disconnect_line(lines: str) -> int:
+    """Like ``find_disconnect``, for lines that start with the LF before the first of them.
+
+    Only a line after an LF is looked at.  The text before an LF may end in
+    marks (``INVALID_MARK``, ``INVALID_CR_MARK``): each stands for an invalid line
+    that came after it.
+    """
+    if lines.isascii():
         pattern = _ASCII_DISCONNECT_LINE
-    elif not may_disconnect(text):
+    elif not may_disconnect(lines):
         return -1
     else:
         pattern = _DISCONNECT_LINE
-    match = pattern.search("\n" + text)
-    return -1 if match is None else match.start()  # the LF put first stands for the one before the line
+    match = pattern.search(lines)
+    return -1 if match is None else match.start() + 1
 
 
 def incomplete_tail(data: bytes) -> int:

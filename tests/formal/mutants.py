@@ -180,8 +180,30 @@ SOURCE_MUTANTS = [
     SourceMutant(
         "an invalid line's error loses the CR of CRLF (block path)",
         "L5/L8",
-        lambda: session_with([(r'[^\n\r]*+(?:\r(?!\n|\Z)[^\n\r]*+)*+")', r'[^\n]*+")')]),
+        lambda: session_with([("lasts += lasts & ", "lasts += 0 & ")]),
         frozenset({"framing_invariance"}),
+    ),
+    SourceMutant(
+        "an invalid line's mark leaves the LF before it (block path)",
+        "L5",
+        lambda: session_with([("landed * 0xFF", "landed * 0")]),
+        frozenset({"framing_invariance"}),
+    ),
+    SourceMutant(
+        "an invalid line's bytes stay beside its mark (block path)",
+        "L5",
+        lambda: session_with([("crossed = (content ^ backward) & content", "crossed = 0")]),
+        frozenset({"framing_invariance"}),
+    ),
+    SourceMutant(
+        "the disconnect search stops at an invalid line's mark (block path)",
+        "L4/L5",
+        lambda: session_with(
+            find_disconnect_line=mutated_module(
+                text, [('INVALID_CR_MARK + INVALID_MARK + "]"', '"]"')]
+            ).find_disconnect_line
+        ),
+        frozenset({"disconnect_variants_close"}),
     ),
     SourceMutant(
         "echo strips spaces (every path)",

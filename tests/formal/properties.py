@@ -190,15 +190,20 @@ def disconnect_variants_close(core: ModuleType, max_examples: int = 400, shrink:
 
     @deterministic(max_examples, shrink)
     @given(
-        word=disconnect_variants(), before=st.lists(_line_text, max_size=2), crlf=st.booleans(), hooked=st.booleans()
+        word=disconnect_variants(),
+        before=st.lists(_line_text, max_size=2),
+        invalid_before=st.booleans(),
+        crlf=st.booleans(),
+        after=st.sampled_from([b"after\n", b"\xffafter\n", b"\xff\r\nafter\n"]),  # invalid lines too (L5)
+        hooked=st.booleans(),
     )
-    def prop(word: str, before: list[str], crlf: bool, hooked: bool) -> None:
+    def prop(word: str, before: list[str], invalid_before: bool, crlf: bool, after: bytes, hooked: bool) -> None:
         assume(not any(reference.disconnects(text) for text in before))
         line = word.encode() + (b"\r\n" if crlf else b"\n")
         text, terminator = (line[:-2], b"\r\n") if line.endswith(b"\r\n") else (line[:-1], b"\n")
-        head = b"".join(text.encode() + b"\n" for text in before)
+        head = b"".join(text.encode() + b"\n" for text in before) + (b"\xff\n" if invalid_before else b"")
         session = new_session(core, core.LINE, hooked=hooked)
-        out = feed(session, [head + line + b"after\n"], None)
+        out = feed(session, [head + line + after], None)
         assert session.reason == "disconnect", f"{word!r} did not disconnect"
         assert not session.is_open
         assert out.endswith(text.decode().upper().encode() + terminator)

@@ -55,10 +55,15 @@ CONTENTS: dict[str, bytes] = {
     "many CRs": _fill(b"\r\r\r\r\r\r\r\n"),
     "CRLF lines": _fill(b"\r\n"),
     "near misses of the word": _fill("desconexió\n".encode()),
+    # every letter of the word and one more: long enough to be searched, and searched to its end
+    "near misses of the word, one letter more": _fill("desconexiónn\n".encode()),
     "accented word pieces": _fill("dëscönëxï\n".encode()),
     # a character beyond the Basic Multilingual Plane makes the disconnect search take its slower pattern
     "near misses, one emoji": "😀\n".encode() + _fill("desconexió\n".encode(), READ_SIZE - 5),
     "emoji with x": _fill("😀x\n".encode()),
+    # a combining mark beyond the plane after each letter (the last range of such marks, once the
+    # costliest to tell from other characters there)
+    "near misses, marks beyond the plane": _fill(("".join(c + "\U0001e944" for c in "desconexió") + "\n").encode()),
     "ŉ (upper case grows)": _fill("ŉ\n".encode()),
     "ΐ (upper case x3)": _fill("ΐ\n".encode()),
     "one 64 KiB line": b"a" * (READ_SIZE - 1) + b"\n",
@@ -75,6 +80,16 @@ CONTENTS: dict[str, bytes] = {
     "ASCII and invalid lines in turn": _fill(b"a\n\xff\n"),
     "invalid and empty lines in turn": _fill(b"\xff\n\n"),
     "x and an invalid byte": _fill(b"x\x80\n"),
+    # One line with an x makes the disconnect search look at every line; lines that begin like the
+    # word go a step further into the pattern, and invalid ones must cost no search at all.
+    "D lines, one ñx": _fill(b"D\n", READ_SIZE - 4) + "ñx\n".encode(),
+    "empty lines, one ñx": _fill(b"\n", READ_SIZE - 4) + "ñx\n".encode(),
+    "invalid lines, one x": _fill(b"\xff\n", READ_SIZE - 2) + b"x\n",
+    "D, an invalid byte and x": _fill(b"D\xffx\n"),
+    "D lines and invalid lines in turn, one x": _fill(b"D\n\xff\n", READ_SIZE - 2) + b"x\n",
+    "tab lines and invalid lines in turn, one x": _fill(b"\t\n\xff\n", READ_SIZE - 2) + b"x\n",
+    "near misses and invalid lines in turn": _fill("desconexiónn\n".encode() + b"\xff\n"),
+    "x, an invalid byte and CRLF": _fill(b"x\xff\r\n"),
 }
 BASELINE = "ascii a\\n"
 

@@ -60,7 +60,9 @@ def too_long(max_line: int) -> bytes:
 
 
 def disconnects(text: str) -> bool:
-    """L4 as docs/protocol.md states it: strip, NFD, drop combining marks, case-fold."""
+    """L4 as docs/protocol.md states it: strip, NFD, drop combining marks, case-fold; nothing beyond the BMP."""
+    if any(ord(char) > 0xFFFF for char in text):
+        return False
     decomposed = unicodedata.normalize("NFD", text.strip())
     bare = "".join(c for c in decomposed if not unicodedata.combining(c))
     return bare.casefold() == "desconexion"

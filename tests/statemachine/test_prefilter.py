@@ -1,8 +1,9 @@
 """Finding the disconnect word in a whole block (L4), in one pass whatever the block holds (L16).
 
 ``find_disconnect`` replaces the check line by line on the hot path, so it must
-say exactly what ``is_disconnect`` says of each line: where the first line that
-is the word starts, and -1 when no line is.
+say exactly what the rule says of each line: where the first line that is the
+word starts, and -1 when no line is.  ``is_disconnect``, the check of one
+message, is held to the same rule.
 """
 
 from __future__ import annotations
@@ -23,11 +24,17 @@ ASCII_SPACE = [chr(c) for c in range(128) if chr(c).isspace() and chr(c) != "\n"
 ACCENTS = ["\u0301", "\u0300", "\u0308", "\u0303", "\u0327", "\u030c", "\u0f73", "\u0344"]
 
 
+def the_rule(text: str) -> bool:
+    """L4 as docs/protocol.md words it: stripped, no character beyond the plane, folds to the word."""
+    stripped = text.strip()
+    return all(char <= "\uffff" for char in stripped) and text_module.fold(stripped) == "desconexion"
+
+
 def first_disconnect(block: str) -> int:
-    """The plain definition: the start of the first line that ``is_disconnect``."""
+    """The plain definition: the start of the first line that is the word."""
     start = 0
     for line in block.split("\n")[:-1]:
-        if is_disconnect(line):
+        if the_rule(line):
             return start
         start += len(line) + 1
     return -1
@@ -104,6 +111,26 @@ _line = st.one_of(
 def test_find_disconnect_is_the_rule_line_by_line(lines):
     block = "".join(line + "\n" for line in lines)
     assert find_disconnect(block) == first_disconnect(block)
+
+
+@settings(max_examples=1500, derandomize=True, deadline=None)
+@given(text=st.one_of(_line, st.lists(_line, min_size=2, max_size=3).map("\n".join), st.text(max_size=14)))
+@example(text="desconexio\U0001d167n")
+@example(text="desconexion\ndesconexion")  # a raw read of two lines is not the word
+@example(text="Desconexio\u0301n \r")
+@example(text="desconexion\udcfe")  # a surrogate is a character like any other here
+def test_is_disconnect_is_the_rule(text):
+    """The exact check (a raw read, the tail, the word's own line) says what the rule says, LFs and all."""
+    assert is_disconnect(text) == the_rule(text)
+
+
+@pytest.mark.parametrize("line", ["ñx", "éx desconexio", "Desconexión " * 10])
+def test_a_long_non_ascii_message_is_checked_without_fold(monkeypatch, line):
+    """A raw read is one message of up to 64 KiB: the exact check must not take a Python step per character (L16)."""
+    folds = _count_calls(monkeypatch, text_module, "fold")
+    text = (line * (65536 // len(line.encode())))[: 65536 // 3]
+    assert not is_disconnect(text)
+    assert folds[0] == 0
 
 
 # -- the shape of the work: nothing per line on the hot path (L16) ----------------------
